@@ -1,0 +1,61 @@
+"""Exception types.
+
+Every error raised on bad input is one of these. Each subclasses the
+built-in exception a caller would naturally catch (``ValueError``,
+``TypeError``, ``KeyError``), so ``except ValueError`` keeps working, and
+each message says what was wrong, what was expected and, where it helps,
+what is available.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EsperFuncError",
+    "UnknownBlueprintError",
+    "BlueprintExistsError",
+    "UnknownTopologyError",
+    "ShapeError",
+    "DTypeError",
+    "ParamsMismatchError",
+    "IllegalTransitionError",
+    "CheckpointError",
+]
+
+
+class EsperFuncError(Exception):
+    """Base class of every esper_func error."""
+
+
+class UnknownBlueprintError(EsperFuncError, KeyError):
+    """A blueprint name that the registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class BlueprintExistsError(EsperFuncError, ValueError):
+    """Adding a blueprint under a name that is already taken."""
+
+
+class UnknownTopologyError(EsperFuncError, ValueError):
+    """A topology other than ``"cnn"`` or ``"transformer"``."""
+
+
+class ShapeError(EsperFuncError, ValueError):
+    """A tensor whose shape (rank, channels, batch) does not fit."""
+
+
+class DTypeError(EsperFuncError, TypeError):
+    """A tensor of the wrong dtype, or a Python number where a tensor is required."""
+
+
+class ParamsMismatchError(EsperFuncError, ValueError):
+    """A parameter tree with missing, extra or mis-shaped entries."""
+
+
+class IllegalTransitionError(EsperFuncError, ValueError):
+    """A lifecycle request that the stage machine forbids."""
+
+
+class CheckpointError(EsperFuncError, ValueError):
+    """A checkpoint that is corrupt, of an unknown version, or does not fit the model."""
