@@ -1,0 +1,403 @@
+"""Seed slots as pure functions of ``(params, alpha, inputs)``.
+
+A :class:`Slot` is static, hashable structure: which blueprint (with which
+keyword arguments) sits in the slot, at what feature width, composed with
+which :class:`~esper_func.blend.AlphaAlgorithm`. Its parameters live outside
+it, in a plain nested dict, and :func:`slot_apply` runs the seed through
+:func:`torch.func.functional_call` on a storage-free skeleton (a copy of
+the seed module on the ``meta`` device).
+
+Counterfactuals need no mutation: "force alpha to 0" is calling
+``slot_apply`` with ``alpha=torch.tensor(0.)``. ``vmap`` over alpha (or over
+a stack of parameter dicts, a population of candidate seeds) just works.
+
+Stage semantics (esper-lite's ``SeedSlot.forward``):
+
+- outside TRAINING, BLENDING, HOLDING, FOSSILIZED the slot is the identity;
+- the seed reads ``x.detach()`` when isolated: always in TRAINING, and from
+  BLENDING on for CNN hosts (transformer seeds co-adapt with the host);
+- TRAINING at alpha 0 is the *incubator*: the output equals the host's
+  features exactly, yet the seed receives the full upstream gradient
+  (straight-through). Any other alpha in TRAINING (a counterfactual) blends
+  as in BLENDING;
+- BLENDING and later blend with the slot's algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Hashable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from esper_func.blend import AlphaAlgorithm, blend, straight_through
+from esper_func.blueprints import Blueprint, Registry, zero_init_final_layer
+from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError, UnknownTopologyError
+from esper_func.stages import TOPOLOGIES, SeedStage, is_active_stage
+
+__all__ = [
+    "GateNetwork",
+    "Slot",
+    "SlotParams",
+    "germinate_slot",
+    "slot_apply",
+    "is_isolated",
+]
+
+#: ``{"seed": {name: tensor}}``, plus ``"gate": {name: tensor}`` for GATE slots.
+SlotParams = dict[str, dict[str, Tensor]]
+
+_CNN_PROBE_SPATIAL = 32
+_TRANSFORMER_PROBE_SEQ = 8
+
+
+class GateNetwork(nn.Module):
+    """Per-sample gate of the GATE algorithm, named as esper-lite's ``GatedBlend``.
+
+    ``Linear(C, max(8, C // 4)) -> ReLU -> Linear(., 1) -> Sigmoid`` on the
+    features mean-pooled to ``[B, C]`` (over ``H, W`` for CNNs, over ``T`` for
+    transformers). Returns ``[B]``.
+    """
+
+    def __init__(self, channels: int, topology: str) -> None:
+        super().__init__()
+        hidden = max(8, channels // 4)
+        self.gate = nn.Sequential(
+            nn.Linear(channels, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+            nn.Sigmoid(),
+        )
+        self._pool_dims: tuple[int, ...] = (2, 3) if topology == "cnn" else (1,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gate(x.mean(dim=self._pool_dims)).squeeze(-1)
+
+
+def _on_meta(build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a storage-free module (every tensor on ``meta``), in eval mode.
+
+    Wrapped in ``fork_rng`` so that no initialiser can touch the global RNG.
+    """
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return build().eval()
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Static description of a germinated slot (hashable, picklable, no tensors).
+
+    Attributes:
+        blueprint: the blueprint the seed was built from.
+        channels: feature width at the injection point.
+        algorithm: how the seed is blended into the host.
+        blueprint_kwargs: the keyword arguments given to ``blueprint.build``,
+            as a sorted tuple of ``(name, value)`` pairs.
+    """
+
+    blueprint: Blueprint
+    channels: int
+    algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD
+    blueprint_kwargs: tuple[tuple[str, Hashable], ...] = ()
+    _seed_skeleton: nn.Module | None = dataclasses.field(
+        default=None, compare=False, hash=False, repr=False
+    )
+    _gate_skeleton: nn.Module | None = dataclasses.field(
+        default=None, compare=False, hash=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", AlphaAlgorithm(self.algorithm))
+        if self._seed_skeleton is None:
+            seed = _on_meta(lambda: self.blueprint.build(self.channels, **dict(self.blueprint_kwargs)))
+            object.__setattr__(self, "_seed_skeleton", seed)
+        if self._gate_skeleton is None and self.algorithm == AlphaAlgorithm.GATE:
+            gate = _on_meta(lambda: GateNetwork(self.channels, self.topology))
+            object.__setattr__(self, "_gate_skeleton", gate)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Skeletons are rebuilt on the meta device when unpickled.
+        return (Slot, (self.blueprint, self.channels, self.algorithm, self.blueprint_kwargs))
+
+    @property
+    def topology(self) -> str:
+        """``"cnn"`` or ``"transformer"``, from the blueprint."""
+        return self.blueprint.topology
+
+    @property
+    def blueprint_id(self) -> str:
+        """The blueprint's name, e.g. ``"conv_light"``."""
+        return self.blueprint.name
+
+    @property
+    def seed_skeleton(self) -> nn.Module:
+        """The seed module on the ``meta`` device (no storage); run it with ``functional_call``."""
+        assert self._seed_skeleton is not None
+        return self._seed_skeleton
+
+    @property
+    def gate_skeleton(self) -> nn.Module | None:
+        """The gate network on the ``meta`` device, for GATE slots; else ``None``."""
+        return self._gate_skeleton
+
+    @functools.cached_property
+    def param_shapes(self) -> Mapping[str, Mapping[str, tuple[int, ...]]]:
+        """Expected ``{group: {name: shape}}`` of this slot's parameter tree (read-only)."""
+        shapes = {"seed": MappingProxyType(_state_shapes(self.seed_skeleton))}
+        if self._gate_skeleton is not None:
+            shapes["gate"] = MappingProxyType(_state_shapes(self._gate_skeleton))
+        return MappingProxyType(shapes)
+
+    def num_params(self) -> int:
+        """Number of scalars in the seed (and gate) parameter tensors."""
+        return sum(
+            int(torch.Size(shape).numel())
+            for group in self.param_shapes.values()
+            for shape in group.values()
+        )
+
+
+def _state_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in module.state_dict().items()}
+
+
+def _seed_from(generator: torch.Generator | None) -> int:
+    """Draw an int seed from a *copy* of ``generator`` (the caller's is left untouched)."""
+    fork = torch.Generator()
+    if generator is None:
+        fork.manual_seed(0)
+    else:
+        fork.set_state(generator.get_state())
+    return int(torch.randint(0, 2**62, (1,), generator=fork).item())
+
+
+def _check_kwargs(blueprint: Blueprint, kwargs: Mapping[str, Any]) -> None:
+    signature = inspect.signature(blueprint.build)
+    params = list(signature.parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"blueprint {blueprint.key!r} got unknown keyword argument(s) {unknown}; "
+            f"it accepts {accepted or 'no keyword arguments'}"
+        )
+
+
+def _probe_shape(topology: str, channels: int) -> tuple[int, ...]:
+    if topology == "cnn":
+        return (1, channels, _CNN_PROBE_SPATIAL, _CNN_PROBE_SPATIAL)
+    return (2, _TRANSFORMER_PROBE_SEQ, channels)
+
+
+def _check_shape_preserving(slot: Slot, seed: nn.Module) -> None:
+    shape = _probe_shape(slot.topology, slot.channels)
+    try:
+        with torch.no_grad():
+            out = slot.seed_skeleton(torch.empty(shape, device="meta"))
+    except (NotImplementedError, RuntimeError):
+        with torch.no_grad():  # some kernels have no meta implementation
+            out = seed(torch.zeros(shape))
+    if not isinstance(out, Tensor) or tuple(out.shape) != shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ShapeError(
+            f"blueprint {slot.blueprint.key!r} does not preserve the feature shape: "
+            f"input {shape} gave {got}; a seed must map features to features of the same shape"
+        )
+
+
+def germinate_slot(
+    registry: Registry,
+    topology: str,
+    blueprint: str,
+    channels: int,
+    *,
+    algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    **blueprint_kwargs: Hashable,
+) -> tuple[Slot, SlotParams]:
+    """Build a seed from ``registry`` and return its static slot and fresh parameters.
+
+    Args:
+        registry: where to look the blueprint up (passed explicitly; never global).
+        topology: ``"cnn"`` or ``"transformer"``.
+        blueprint: the blueprint's name within ``topology``.
+        channels: feature width at the injection point.
+        algorithm: blend operator. ``MULTIPLY`` zero-initialises the seed's last
+            affine layer (so the valve starts closed); ``GATE`` adds a gate network.
+        generator: source of the initial weights. It is *read, not advanced*:
+            the same generator state always gives the same weights, and the
+            caller's generator (like torch's global RNG) is left as it was.
+            ``None`` means a fixed default seed.
+        device, dtype: where and in what precision the parameters live.
+        **blueprint_kwargs: options of the blueprint (an unknown one raises ``TypeError``).
+
+    Returns:
+        ``(slot, params)`` with ``params == {"seed": {...}}`` (keys are the
+        blueprint module's ``state_dict()`` names) plus ``"gate": {...}`` for
+        ``GATE`` (keys as esper-lite's ``GatedBlend``: ``gate.0.weight``, ...).
+
+    Raises:
+        UnknownTopologyError, UnknownBlueprintError: bad names (messages list what exists).
+        TypeError: an unknown blueprint keyword.
+        ValueError: ``channels`` not a positive int.
+        ShapeError: the seed does not preserve the feature shape.
+    """
+    if topology not in TOPOLOGIES:
+        raise UnknownTopologyError(f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    algorithm = AlphaAlgorithm(algorithm)
+    bp = registry.get(topology, blueprint)
+    _check_kwargs(bp, blueprint_kwargs)
+
+    slot = Slot(bp, channels, algorithm, tuple(sorted(blueprint_kwargs.items())))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed_from(generator))
+        seed = bp.build(channels, **blueprint_kwargs)
+        if algorithm == AlphaAlgorithm.MULTIPLY:
+            seed = zero_init_final_layer(seed)
+        gate = GateNetwork(channels, topology) if algorithm == AlphaAlgorithm.GATE else None
+    _check_shape_preserving(slot, seed)
+
+    params: SlotParams = {"seed": _detached_state(seed, device, dtype)}
+    if gate is not None:
+        params["gate"] = _detached_state(gate, device, dtype)
+    return slot, params
+
+
+def _detached_state(
+    module: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None
+) -> dict[str, Tensor]:
+    state = {}
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to(device=device)
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[name] = tensor.clone()
+    return state
+
+
+def is_isolated(topology: str, stage: SeedStage) -> bool:
+    """Whether the seed reads the *detached* host features in ``stage``."""
+    return stage == SeedStage.TRAINING or (topology == "cnn" and is_active_stage(stage))
+
+
+def _check_group(name: str, got: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]) -> None:
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        raise ParamsMismatchError(
+            f'params["{name}"] does not match the slot: missing {missing}, unexpected {extra}; '
+            f"expected exactly {sorted(expected)}"
+        )
+    for key, shape in expected.items():
+        if tuple(got[key].shape) != shape:
+            raise ParamsMismatchError(
+                f'params["{name}"]["{key}"] has shape {tuple(got[key].shape)}, expected {shape}'
+            )
+
+
+def _check_params(slot: Slot, params: Mapping[str, Mapping[str, Tensor]]) -> None:
+    if not isinstance(params, Mapping):
+        raise ParamsMismatchError(f"params must be a dict of parameter groups, got {type(params).__name__}")
+    expected = slot.param_shapes
+    if set(params) != set(expected):
+        raise ParamsMismatchError(
+            f"params has groups {sorted(params)}, but a {slot.algorithm.name} slot needs "
+            f"exactly {sorted(expected)}"
+        )
+    for group, shapes in expected.items():
+        _check_group(group, params[group], shapes)
+
+
+def _check_features(slot: Slot, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise DTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise DTypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if slot.topology == "cnn":
+        if x.ndim != 4 or x.shape[1] != slot.channels:
+            raise ShapeError(
+                f"a CNN slot with {slot.channels} channels expects x of shape [B, {slot.channels}, H, W], "
+                f"got {list(x.shape)}"
+            )
+    elif x.ndim != 3 or x.shape[2] != slot.channels:
+        raise ShapeError(
+            f"a transformer slot with {slot.channels} channels expects x of shape "
+            f"[B, T, {slot.channels}], got {list(x.shape)}"
+        )
+
+
+def _broadcast_alpha(alpha: Tensor, x: Tensor) -> Tensor:
+    """Validate ``alpha`` (0-d or ``[B]``) and shape it to broadcast against ``x``."""
+    if not isinstance(alpha, Tensor):
+        raise DTypeError(
+            f"alpha must be a torch.Tensor (0-d or shape [B]), got {type(alpha).__name__}; "
+            "wrap numbers as torch.tensor(value) so changing alpha never recompiles"
+        )
+    if not alpha.is_floating_point():
+        raise DTypeError(f"alpha must be a floating-point tensor, got dtype {alpha.dtype}")
+    if alpha.ndim == 0:
+        return alpha
+    if alpha.ndim == 1 and alpha.shape[0] == x.shape[0]:
+        return alpha.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+    raise ShapeError(
+        f"alpha must be 0-d or per-sample with shape [{x.shape[0]}], got {list(alpha.shape)}"
+    )
+
+
+def slot_apply(
+    slot: Slot,
+    params: Mapping[str, Mapping[str, Tensor]],
+    alpha: Tensor,
+    x: Tensor,
+    *,
+    stage: SeedStage,
+) -> Tensor:
+    """Apply the slot to host features ``x``; a pure function.
+
+    Args:
+        slot: static slot description from :func:`germinate_slot`.
+        params: ``{"seed": ..., ["gate": ...]}`` as returned by ``germinate_slot``
+            (or any tree of the same names and shapes, e.g. after an update).
+        alpha: blend amount, a floating tensor, 0-d or per-sample ``[B]``;
+            clamped to ``[0, 1]``. Never a Python float: a tensor input means
+            a new value never recompiles a ``torch.compile``d caller.
+        x: host features ``[B, C, H, W]`` (CNN) or ``[B, T, C]`` (transformer).
+        stage: the seed's lifecycle stage (static; see the module docstring).
+
+    Returns:
+        Features of the same shape and dtype as ``x``. Nothing is mutated.
+
+    Raises:
+        ShapeError, DTypeError, ParamsMismatchError: bad inputs, with the
+        expected shapes or names in the message.
+    """
+    stage = SeedStage(stage)
+    _check_features(slot, x)
+    a = _broadcast_alpha(alpha, x)
+    _check_params(slot, params)
+    if not is_active_stage(stage):
+        return x
+
+    seed_input = x.detach() if is_isolated(slot.topology, stage) else x
+    seed_out = functional_call(slot.seed_skeleton, dict(params["seed"]), (seed_input,), strict=True)
+    gate = None
+    if slot.algorithm == AlphaAlgorithm.GATE:
+        assert slot.gate_skeleton is not None
+        gate = functional_call(slot.gate_skeleton, dict(params["gate"]), (seed_input,), strict=True)
+        gate = gate.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+    blended = blend(slot.algorithm, x, seed_out, a, seed_input=seed_input, gate=gate)
+    if stage != SeedStage.TRAINING:
+        return blended
+    return torch.where(a == 0, straight_through(x, seed_out), blended)
