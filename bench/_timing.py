@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 
-def interleaved_median_ms(
+@dataclasses.dataclass(frozen=True)
+class Timings:
+    """Per-round milliseconds per call of several functions timed in interleaved rounds."""
+
+    rounds: Mapping[str, list[float]]
+
+    def ms(self, name: str) -> float:
+        """Median milliseconds per call of ``name``."""
+        return statistics.median(self.rounds[name])
+
+    def ratio(self, num: str, den: str) -> float:
+        """Median over rounds of ``num / den`` timed in the same round (robust to drift)."""
+        pairs = zip(self.rounds[num], self.rounds[den], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
+
+def measure(
     fns: Mapping[str, Callable[[], object]],
     *,
-    rounds: int = 7,
-    min_time_s: float = 0.05,
+    rounds: int = 21,
+    min_time_s: float = 0.03,
     warmup: int = 3,
-) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured in interleaved rounds.
+) -> Timings:
+    """Time every function in interleaved rounds.
 
-    Each round times every function back to back (a block of calls lasting at
-    least ``min_time_s``), so slow drifts of the machine hit all variants alike.
+    Each round times every function back to back, in a shuffled order, each
+    as a block of calls lasting about ``min_time_s``, so slow drifts of a
+    shared machine hit all variants alike; :meth:`Timings.ratio` pairs the
+    variants round by round.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -31,14 +53,17 @@ def interleaved_median_ms(
         once = max(time.perf_counter() - start, 1e-6)
         numbers[name] = max(1, int(min_time_s / once))
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():
-            n = numbers[name]
+        shuffle(order)  # no variant always runs right after another (cache and allocator state)
+        for name in order:
+            fn, n = fns[name], numbers[name]
             start = time.perf_counter()
             for _ in range(n):
                 fn()
             samples[name].append((time.perf_counter() - start) / n * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return Timings(samples)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -58,6 +83,26 @@ def _fmt(value: object) -> str:
 
 
 def setup_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (``None``: leave torch's default); return the count."""
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30)}
+
+
+def stable_allocator() -> None:
+    """Re-run this script with glibc malloc tuned to keep freed memory (once).
+
+    By default glibc serves every allocation above 128 KiB with a fresh
+    ``mmap``, so each new activation tensor page-faults in; on small virtual
+    machines those faults dominate memory-bound kernels and make timings
+    swing by several times between runs. Raising the mmap and trim
+    thresholds lets the allocator reuse warm pages. Both variants of every
+    comparison run under the same setting.
+    """
+    if all(os.environ.get(k) == v for k, v in _MALLOC_ENV.items()):
+        return
+    env = {**os.environ, **_MALLOC_ENV}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)

@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved_median_ms, print_table, setup_threads  # noqa: E402
+from _timing import measure, print_table, setup_threads, stable_allocator  # noqa: E402
 
 import esper_func as ef  # noqa: E402
 from esper_func.slot import is_isolated  # noqa: E402
 
 
 class StatefulSlot(nn.Module):
-    """The baseline: a slot that owns its seed and its alpha."""
+    """The baseline: a slot that owns its seed and its alpha (esper-lite clamps alpha too)."""
 
     def __init__(self, seed: nn.Module, alpha: float, isolate: bool) -> None:
         super().__init__()
@@ -39,7 +39,7 @@ class StatefulSlot(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seed_input = x.detach() if self.isolate else x
-        return torch.lerp(x, self.seed(seed_input), self.alpha)
+        return torch.lerp(x, self.seed(seed_input), self.alpha.clamp(0.0, 1.0))
 
 
 def bench_blueprint(registry: ef.Registry, topology: str, name: str, x: torch.Tensor) -> list[object]:
@@ -74,18 +74,16 @@ def bench_blueprint(registry: ef.Registry, topology: str, name: str, x: torch.Te
         out = ef.slot_apply(slot, leaf_params, alpha, x_leaf, stage=stage)
         return torch.autograd.grad(out.sum(), [x_leaf, *fn_leaves])
 
-    t = interleaved_median_ms(
-        {"fs": fwd_stateful, "ff": fwd_functional, "bs": bwd_stateful, "bf": bwd_functional}
-    )
+    t = measure({"fs": fwd_stateful, "ff": fwd_functional, "bs": bwd_stateful, "bf": bwd_functional})
     return [
         f"{topology}:{name}",
         slot.num_params(),
-        t["fs"],
-        t["ff"],
-        t["ff"] / t["fs"],
-        t["bs"],
-        t["bf"],
-        t["bf"] / t["bs"],
+        t.ms("fs"),
+        t.ms("ff"),
+        t.ratio("ff", "fs"),
+        t.ms("bs"),
+        t.ms("bf"),
+        t.ratio("bf", "bs"),
     ]
 
 
@@ -94,6 +92,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--only", default=None, help="run only blueprints whose key contains this text")
     args = parser.parse_args()
+    stable_allocator()
     threads = setup_threads(args.threads)
     registry = ef.default_registry()
     g = torch.Generator().manual_seed(0)
@@ -102,7 +101,8 @@ def main() -> None:
         "transformer": torch.randn(32, 64, 128, generator=g),
     }
     print(f"slot_apply vs stateful nn.Module slot (BLENDING, ADD, alpha=0.5); torch {torch.__version__}, {threads} threads")
-    print("inputs: cnn [64, 64, 16, 16], transformer [32, 64, 128]; times are medians in ms\n")
+    print("inputs: cnn [64, 64, 16, 16], transformer [32, 64, 128]; medians in ms;")
+    print("ratios are medians of per-round ratios (variants interleaved round by round)\n")
     rows = []
     for topology in ("cnn", "transformer"):
         for name in registry.names(topology):

@@ -7,10 +7,20 @@ untouched.
 
 from __future__ import annotations
 
+# Alpha scheduling
+from esper_func.alpha import AlphaController as AlphaController
+from esper_func.alpha import AlphaCurve as AlphaCurve
+from esper_func.alpha import AlphaMode as AlphaMode
+from esper_func.alpha import retarget as retarget
+from esper_func.alpha import tick as tick
+
+# Blending and blueprints
 from esper_func.blend import AlphaAlgorithm as AlphaAlgorithm
 from esper_func.blueprints import Blueprint as Blueprint
 from esper_func.blueprints import Registry as Registry
 from esper_func.blueprints import default_registry as default_registry
+
+# Errors
 from esper_func.errors import BlueprintExistsError as BlueprintExistsError
 from esper_func.errors import CheckpointError as CheckpointError
 from esper_func.errors import DTypeError as DTypeError
@@ -20,6 +30,54 @@ from esper_func.errors import ParamsMismatchError as ParamsMismatchError
 from esper_func.errors import ShapeError as ShapeError
 from esper_func.errors import UnknownBlueprintError as UnknownBlueprintError
 from esper_func.errors import UnknownTopologyError as UnknownTopologyError
+
+# Lifecycle events and gates
+from esper_func.events import GateEvaluated as GateEvaluated
+from esper_func.events import LifecycleEvent as LifecycleEvent
+from esper_func.events import SeedFossilized as SeedFossilized
+from esper_func.events import SeedGerminated as SeedGerminated
+from esper_func.events import SeedPruned as SeedPruned
+from esper_func.events import StageChanged as StageChanged
+from esper_func.gates import GateLevel as GateLevel
+from esper_func.gates import GateResult as GateResult
+from esper_func.gates import Gates as Gates
+from esper_func.gates import check_gate as check_gate
+
+# Hosts
+from esper_func.hosts import CNNHost as CNNHost
+from esper_func.hosts import TransformerHost as TransformerHost
+
+# Lifecycle state and transitions
+from esper_func.lifecycle import SeedMetrics as SeedMetrics
+from esper_func.lifecycle import SeedState as SeedState
+from esper_func.lifecycle import advance as advance
+from esper_func.lifecycle import germinate as germinate
+from esper_func.lifecycle import germinated_event as germinated_event
+from esper_func.lifecycle import gradient_norms as gradient_norms
+from esper_func.lifecycle import has_seed as has_seed
+from esper_func.lifecycle import prune as prune
+from esper_func.lifecycle import record_accuracy as record_accuracy
+from esper_func.lifecycle import record_contribution as record_contribution
+from esper_func.lifecycle import record_gradients as record_gradients
+from esper_func.lifecycle import schedule_prune as schedule_prune
+from esper_func.lifecycle import seed_state_from_esper_lite as seed_state_from_esper_lite
+from esper_func.lifecycle import set_alpha_target as set_alpha_target
+from esper_func.lifecycle import state_from_dict as state_from_dict
+from esper_func.lifecycle import state_to_dict as state_to_dict
+from esper_func.lifecycle import step_epoch as step_epoch
+from esper_func.lifecycle import trainable as trainable
+
+# Model
+from esper_func.model import Model as Model
+from esper_func.model import add_seed as add_seed
+from esper_func.model import alphas_of as alphas_of
+from esper_func.model import apply as apply
+from esper_func.model import build_model as build_model
+from esper_func.model import predict as predict
+from esper_func.model import remove_seed as remove_seed
+from esper_func.model import set_stages as set_stages
+
+# Slots and stages
 from esper_func.slot import Slot as Slot
 from esper_func.slot import germinate_slot as germinate_slot
 from esper_func.slot import slot_apply as slot_apply

@@ -26,9 +26,8 @@ Stage semantics (esper-lite's ``SeedSlot.forward``):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -36,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from esper_func._rng import seeded, split_seeds
+from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blend import AlphaAlgorithm, blend, straight_through
 from esper_func.blueprints import Blueprint, Registry, zero_init_final_layer
 from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError, UnknownTopologyError
@@ -44,8 +45,11 @@ from esper_func.stages import TOPOLOGIES, SeedStage, is_active_stage
 __all__ = [
     "GateNetwork",
     "Slot",
+    "SlotModule",
+    "check_slot_params",
     "SlotParams",
     "germinate_slot",
+    "init_slot_params",
     "slot_apply",
     "is_isolated",
 ]
@@ -80,13 +84,34 @@ class GateNetwork(nn.Module):
         return self.gate(x.mean(dim=self._pool_dims)).squeeze(-1)
 
 
-def _on_meta(build: Callable[[], nn.Module]) -> nn.Module:
-    """Build a storage-free module (every tensor on ``meta``), in eval mode.
+class SlotModule(nn.Module):
+    """A seed (and gate) with the slot's forward semantics, for ``functional_call``.
 
-    Wrapped in ``fork_rng`` so that no initialiser can touch the global RNG.
+    ``forward(x, alpha, stage)`` expects ``alpha`` already validated and shaped
+    to broadcast against ``x`` (0-d or ``[B, 1, ...]``). Its parameter names
+    are ``seed.<name>`` and ``gate.<name>``.
     """
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return build().eval()
+
+    def __init__(self, seed: nn.Module, gate: GateNetwork | None, algorithm: AlphaAlgorithm, topology: str) -> None:
+        super().__init__()
+        self.seed = seed
+        self.gate = gate
+        self.algorithm = AlphaAlgorithm(algorithm)
+        self.topology = topology
+
+    def forward(self, x: Tensor, alpha: Tensor, stage: SeedStage) -> Tensor:
+        if not is_active_stage(stage):
+            return x
+        seed_input = x.detach() if is_isolated(self.topology, stage) else x
+        seed_out = self.seed(seed_input)
+        gate = None
+        if self.gate is not None:
+            gate = self.gate(seed_input).reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+        blended = blend(self.algorithm, x, seed_out, alpha, seed_input=seed_input, gate=gate)
+        if stage != SeedStage.TRAINING:
+            return blended
+        # The incubator: at alpha 0 the value is the host's, the seed still learns.
+        return torch.where(alpha == 0, straight_through(x, seed_out), blended)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,25 +130,35 @@ class Slot:
     channels: int
     algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD
     blueprint_kwargs: tuple[tuple[str, Hashable], ...] = ()
-    _seed_skeleton: nn.Module | None = dataclasses.field(
-        default=None, compare=False, hash=False, repr=False
-    )
-    _gate_skeleton: nn.Module | None = dataclasses.field(
-        default=None, compare=False, hash=False, repr=False
-    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", AlphaAlgorithm(self.algorithm))
-        if self._seed_skeleton is None:
-            seed = _on_meta(lambda: self.blueprint.build(self.channels, **dict(self.blueprint_kwargs)))
-            object.__setattr__(self, "_seed_skeleton", seed)
-        if self._gate_skeleton is None and self.algorithm == AlphaAlgorithm.GATE:
-            gate = _on_meta(lambda: GateNetwork(self.channels, self.topology))
-            object.__setattr__(self, "_gate_skeleton", gate)
+        kwargs = dict(self.blueprint_kwargs)
+        gated = self.algorithm == AlphaAlgorithm.GATE
+        module = on_meta(
+            lambda: SlotModule(
+                self.blueprint.build(self.channels, **kwargs),
+                GateNetwork(self.channels, self.topology) if gated else None,
+                self.algorithm,
+                self.topology,
+            )
+        )
+        # Not dataclass fields: excluded from eq/hash/repr, rebuilt on unpickling.
+        object.__setattr__(self, "_skeleton", Skeleton(module))
+        shapes = {"seed": MappingProxyType(_state_shapes(module.seed))}
+        if module.gate is not None:
+            shapes["gate"] = MappingProxyType(_state_shapes(module.gate))
+        object.__setattr__(self, "_param_shapes", MappingProxyType(shapes))
+        flat = tuple((group, name, f"{group}.{name}") for group, names in shapes.items() for name in names)
+        object.__setattr__(self, "_flat_names", flat)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Skeletons are rebuilt on the meta device when unpickled.
         return (Slot, (self.blueprint, self.channels, self.algorithm, self.blueprint_kwargs))
+
+    @property
+    def module(self) -> SlotModule:
+        """The slot as a ``meta``-device :class:`SlotModule` prototype (no storage)."""
+        return self._skeleton.prototype  # type: ignore[attr-defined,no-any-return]
 
     @property
     def topology(self) -> str:
@@ -138,21 +173,21 @@ class Slot:
     @property
     def seed_skeleton(self) -> nn.Module:
         """The seed module on the ``meta`` device (no storage); run it with ``functional_call``."""
-        assert self._seed_skeleton is not None
-        return self._seed_skeleton
+        return self.module.seed
 
     @property
     def gate_skeleton(self) -> nn.Module | None:
         """The gate network on the ``meta`` device, for GATE slots; else ``None``."""
-        return self._gate_skeleton
+        return self.module.gate
 
-    @functools.cached_property
+    def flatten(self, params: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """``params`` as the flat ``{"seed.<name>": tensor, ...}`` dict of :attr:`module`."""
+        return {flat: params[group][name] for group, name, flat in self._flat_names}  # type: ignore[attr-defined]
+
+    @property
     def param_shapes(self) -> Mapping[str, Mapping[str, tuple[int, ...]]]:
         """Expected ``{group: {name: shape}}`` of this slot's parameter tree (read-only)."""
-        shapes = {"seed": MappingProxyType(_state_shapes(self.seed_skeleton))}
-        if self._gate_skeleton is not None:
-            shapes["gate"] = MappingProxyType(_state_shapes(self._gate_skeleton))
-        return MappingProxyType(shapes)
+        return self._param_shapes  # type: ignore[attr-defined,no-any-return]
 
     def num_params(self) -> int:
         """Number of scalars in the seed (and gate) parameter tensors."""
@@ -165,16 +200,6 @@ class Slot:
 
 def _state_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in module.state_dict().items()}
-
-
-def _seed_from(generator: torch.Generator | None) -> int:
-    """Draw an int seed from a *copy* of ``generator`` (the caller's is left untouched)."""
-    fork = torch.Generator()
-    if generator is None:
-        fork.manual_seed(0)
-    else:
-        fork.set_state(generator.get_state())
-    return int(torch.randint(0, 2**62, (1,), generator=fork).item())
 
 
 def _check_kwargs(blueprint: Blueprint, kwargs: Mapping[str, Any]) -> None:
@@ -261,18 +286,35 @@ def germinate_slot(
     _check_kwargs(bp, blueprint_kwargs)
 
     slot = Slot(bp, channels, algorithm, tuple(sorted(blueprint_kwargs.items())))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed_from(generator))
-        seed = bp.build(channels, **blueprint_kwargs)
-        if algorithm == AlphaAlgorithm.MULTIPLY:
+    return slot, init_slot_params(slot, generator, device=device, dtype=dtype)
+
+
+def init_slot_params(
+    slot: Slot,
+    generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> SlotParams:
+    """Fresh parameters for ``slot``, initialised as esper-lite initialises the seed.
+
+    ``generator`` is read, not advanced (see :func:`germinate_slot`); torch's
+    global RNG is left as it was. Raises :class:`ShapeError` when the seed
+    does not preserve the feature shape.
+    """
+    kwargs = dict(slot.blueprint_kwargs)
+    (init_seed,) = split_seeds(generator, 1)
+    with seeded(init_seed):
+        seed = slot.blueprint.build(slot.channels, **kwargs)
+        if slot.algorithm == AlphaAlgorithm.MULTIPLY:
             seed = zero_init_final_layer(seed)
-        gate = GateNetwork(channels, topology) if algorithm == AlphaAlgorithm.GATE else None
+        gate = GateNetwork(slot.channels, slot.topology) if slot.algorithm == AlphaAlgorithm.GATE else None
     _check_shape_preserving(slot, seed)
 
     params: SlotParams = {"seed": _detached_state(seed, device, dtype)}
     if gate is not None:
         params["gate"] = _detached_state(gate, device, dtype)
-    return slot, params
+    return params
 
 
 def _detached_state(
@@ -292,32 +334,33 @@ def is_isolated(topology: str, stage: SeedStage) -> bool:
     return stage == SeedStage.TRAINING or (topology == "cnn" and is_active_stage(stage))
 
 
-def _check_group(name: str, got: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]) -> None:
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    if missing or extra:
+def _check_group(where: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -> None:
+    if not isinstance(got, Mapping):
+        raise ParamsMismatchError(f"{where} must be a dict of tensors, got {type(got).__name__}")
+    if got.keys() != expected.keys():
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
         raise ParamsMismatchError(
-            f'params["{name}"] does not match the slot: missing {missing}, unexpected {extra}; '
+            f"{where} does not match the slot: missing {missing}, unexpected {extra}; "
             f"expected exactly {sorted(expected)}"
         )
     for key, shape in expected.items():
         if tuple(got[key].shape) != shape:
-            raise ParamsMismatchError(
-                f'params["{name}"]["{key}"] has shape {tuple(got[key].shape)}, expected {shape}'
-            )
+            raise ParamsMismatchError(f"{where}[{key!r}] has shape {tuple(got[key].shape)}, expected {shape}")
 
 
-def _check_params(slot: Slot, params: Mapping[str, Mapping[str, Tensor]]) -> None:
+def check_slot_params(slot: Slot, params: Any, *, where: str = "params") -> None:
+    """Raise :class:`ParamsMismatchError` unless ``params`` has exactly ``slot``'s names and shapes."""
     if not isinstance(params, Mapping):
-        raise ParamsMismatchError(f"params must be a dict of parameter groups, got {type(params).__name__}")
+        raise ParamsMismatchError(f"{where} must be a dict of parameter groups, got {type(params).__name__}")
     expected = slot.param_shapes
-    if set(params) != set(expected):
+    if params.keys() != expected.keys():
         raise ParamsMismatchError(
-            f"params has groups {sorted(params)}, but a {slot.algorithm.name} slot needs "
+            f"{where} has groups {sorted(params)}, but a {slot.algorithm.name} slot needs "
             f"exactly {sorted(expected)}"
         )
     for group, shapes in expected.items():
-        _check_group(group, params[group], shapes)
+        _check_group(f"{where}[{group!r}]", params[group], shapes)
 
 
 def _check_features(slot: Slot, x: Tensor) -> None:
@@ -386,18 +429,12 @@ def slot_apply(
     stage = SeedStage(stage)
     _check_features(slot, x)
     a = _broadcast_alpha(alpha, x)
-    _check_params(slot, params)
+    check_slot_params(slot, params)
     if not is_active_stage(stage):
         return x
-
-    seed_input = x.detach() if is_isolated(slot.topology, stage) else x
-    seed_out = functional_call(slot.seed_skeleton, dict(params["seed"]), (seed_input,), strict=True)
-    gate = None
-    if slot.algorithm == AlphaAlgorithm.GATE:
-        assert slot.gate_skeleton is not None
-        gate = functional_call(slot.gate_skeleton, dict(params["gate"]), (seed_input,), strict=True)
-        gate = gate.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
-    blended = blend(slot.algorithm, x, seed_out, a, seed_input=seed_input, gate=gate)
-    if stage != SeedStage.TRAINING:
-        return blended
-    return torch.where(a == 0, straight_through(x, seed_out), blended)
+    module = slot._skeleton.get()  # type: ignore[attr-defined]
+    if not slot._flat_names:  # type: ignore[attr-defined]
+        return module(x, a, stage)  # a tensor-free seed (noop): nothing to bind
+    return functional_call(
+        module, slot.flatten(params), (x, a), {"stage": stage}, strict=True, tie_weights=False
+    )

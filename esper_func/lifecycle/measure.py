@@ -1,0 +1,196 @@
+"""Recording measurements into a :class:`~esper_func.lifecycle.state.SeedState`.
+
+``record_accuracy``, ``record_contribution`` and ``record_gradients`` return
+new states (esper-lite's ``SeedMetrics.record_accuracy``, its counterfactual
+bookkeeping and ``SeedSlot.capture_gradient_telemetry``). A slot without a
+live seed (DORMANT or in the post-prune cooldown) has nothing to measure: the
+state is returned as is, so a training loop may call these on every slot and
+the cooldown dwell still counts only ``step_epoch`` calls.
+
+``gradient_norms`` and ``global_norm`` compute L2 norms of gradient pytrees
+as 0-d tensors (no host sync); ``record_gradients`` accepts those tensors or
+Python floats and converts them with ``float()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any, Final
+
+import torch
+from torch import Tensor
+
+from esper_func._pytree import tree_leaves
+from esper_func.gates import DEFAULT_GRADIENT_EMA_DECAY
+from esper_func.lifecycle.state import SeedState, has_seed
+
+__all__ = [
+    "GRADIENT_EPSILON",
+    "MAX_GRADIENT_RATIO",
+    "CONTRIBUTION_VELOCITY_DECAY",
+    "record_accuracy",
+    "record_contribution",
+    "record_gradients",
+    "gradient_ratio",
+    "gradient_norms",
+    "global_norm",
+]
+
+#: Host gradient norms below this make the seed/host ratio meaningless (ratio 0).
+GRADIENT_EPSILON: Final[float] = 1e-8
+#: Upper bound of the normalised seed/host gradient ratio.
+MAX_GRADIENT_RATIO: Final[float] = 10.0
+#: EMA decay of ``metrics.contribution_velocity`` (esper-lite's counterfactual engine).
+CONTRIBUTION_VELOCITY_DECAY: Final[float] = 0.7
+
+Number = float | int | Tensor
+
+
+def _scalar(name: str, value: Number, *, non_negative: bool = False) -> float:
+    """A finite Python float from a number or a one-element tensor."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a number or a one-element tensor; got shape {tuple(value.shape)}")
+        value = value.detach().item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number or a one-element tensor; got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        hint = " (report exploding gradients with has_exploding=True)" if "norm" in name else ""
+        raise ValueError(f"{name} must be finite; got {result}{hint}")
+    if non_negative and result < 0.0:
+        raise ValueError(f"{name} must be >= 0; got {result}")
+    return result
+
+
+def record_accuracy(state: SeedState, accuracy: Number) -> SeedState:
+    """Record one validation accuracy (percent) and count one epoch.
+
+    The first call (``epochs_total == 0``) also sets the initial and
+    stage-start accuracies. Every call updates current and best accuracy and
+    increments ``epochs_total`` and ``epochs_in_current_stage``.
+    """
+    acc = _scalar("accuracy", accuracy)
+    if not has_seed(state):
+        return state
+    m = state.metrics
+    first = m.epochs_total == 0
+    metrics = dataclasses.replace(
+        m,
+        initial_val_accuracy=acc if first else m.initial_val_accuracy,
+        accuracy_at_stage_start=acc if first else m.accuracy_at_stage_start,
+        current_val_accuracy=acc,
+        best_val_accuracy=max(m.best_val_accuracy, acc),
+        epochs_total=m.epochs_total + 1,
+        epochs_in_current_stage=m.epochs_in_current_stage + 1,
+    )
+    return dataclasses.replace(state, metrics=metrics)
+
+
+def record_contribution(state: SeedState, contribution: Number) -> SeedState:
+    """Record the seed's counterfactual contribution (accuracy with it minus without it).
+
+    Sets ``metrics.counterfactual_contribution`` (used by gate G5) and updates
+    ``contribution_velocity``, an EMA (decay 0.7) of the change since the
+    previous measurement.
+    """
+    value = _scalar("contribution", contribution)
+    if not has_seed(state):
+        return state
+    m = state.metrics
+    velocity = m.contribution_velocity
+    if m.prev_contribution is not None:
+        delta = value - m.prev_contribution
+        velocity = CONTRIBUTION_VELOCITY_DECAY * velocity + (1.0 - CONTRIBUTION_VELOCITY_DECAY) * delta
+    metrics = dataclasses.replace(
+        m, counterfactual_contribution=value, prev_contribution=value, contribution_velocity=velocity
+    )
+    return dataclasses.replace(state, metrics=metrics)
+
+
+def gradient_ratio(host_grad_norm: float, seed_grad_norm: float, *, host_params: int, seed_params: int) -> float:
+    """Parameter-normalised seed/host gradient ratio, capped at 10.
+
+    ``(seed / host) * sqrt(host_params / seed_params)`` (the square-root
+    factor only when both counts are known, i.e. positive); 0 when the host
+    norm is below ``1e-8``.
+    """
+    raw = 0.0 if host_grad_norm < GRADIENT_EPSILON else seed_grad_norm / host_grad_norm
+    if host_params > 0 and seed_params > 0:
+        raw = raw * (host_params / seed_params) ** 0.5
+    return min(MAX_GRADIENT_RATIO, raw)
+
+
+def record_gradients(
+    state: SeedState,
+    *,
+    host_grad_norm: Number,
+    seed_grad_norm: Number,
+    gradient_health: float | None = None,
+    has_exploding: bool | None = None,
+    has_vanishing: bool | None = None,
+) -> SeedState:
+    """Record one gradient measurement (call after backward, at any stride).
+
+    Sets ``metrics.seed_gradient_norm_ratio`` to :func:`gradient_ratio` of
+    the two norms (gate G2 needs it), and updates ``metrics.gradient_norm_avg``
+    as an EMA (decay 0.9) of the seed norm. ``gradient_health`` (0-1),
+    ``has_exploding`` and ``has_vanishing`` replace the stored telemetry when
+    given (permissive G2 reads them); ``None`` leaves them as they were.
+    """
+    host = _scalar("host_grad_norm", host_grad_norm, non_negative=True)
+    seed = _scalar("seed_grad_norm", seed_grad_norm, non_negative=True)
+    if gradient_health is not None:
+        gradient_health = _scalar("gradient_health", gradient_health)
+    for name, flag in (("has_exploding", has_exploding), ("has_vanishing", has_vanishing)):
+        if flag is not None and not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool or None; got {flag!r}")
+    if not has_seed(state):
+        return state
+    m = state.metrics
+    ratio = gradient_ratio(host, seed, host_params=m.host_param_count, seed_params=m.seed_param_count)
+    avg = DEFAULT_GRADIENT_EMA_DECAY * m.gradient_norm_avg + (1 - DEFAULT_GRADIENT_EMA_DECAY) * seed
+    return dataclasses.replace(
+        state,
+        metrics=dataclasses.replace(m, seed_gradient_norm_ratio=ratio, gradient_norm_avg=avg),
+        gradient_health=state.gradient_health if gradient_health is None else gradient_health,
+        has_exploding=state.has_exploding if has_exploding is None else has_exploding,
+        has_vanishing=state.has_vanishing if has_vanishing is None else has_vanishing,
+    )
+
+
+def global_norm(tree: Any) -> Tensor:
+    """L2 norm over every tensor leaf of ``tree`` as a 0-d tensor (``None`` leaves skipped).
+
+    Accumulates in float32 (float64 if any leaf is float64), on the first
+    leaf's device; an empty tree gives ``tensor(0.)``. Nothing is synced to
+    the host, so this is cheap to call every step.
+    """
+    leaves = tree_leaves(tree)
+    for leaf in leaves:
+        if not isinstance(leaf, Tensor):
+            raise TypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
+    if not leaves:
+        return torch.zeros(())
+    dtype = torch.float64 if any(leaf.dtype == torch.float64 for leaf in leaves) else torch.float32
+    device = leaves[0].device
+    norms = [torch.linalg.vector_norm(leaf.detach(), dtype=dtype).to(device) for leaf in leaves]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def gradient_norms(grads: Mapping[str, Any]) -> dict[str, Tensor]:
+    """Global L2 norm of each named gradient subtree, e.g. ``{"host": ..., "seed": ...}``.
+
+    Returns a dict with the same keys and 0-d tensors (see
+    :func:`global_norm`); pass them straight to :func:`record_gradients`,
+    which converts with ``float()``.
+    """
+    if not isinstance(grads, Mapping):
+        raise TypeError(
+            "gradient_norms() takes a mapping of named gradient trees, e.g. "
+            f"{{'host': host_grads, 'seed': seed_grads}}; got {type(grads).__name__}"
+        )
+    return {name: global_norm(tree) for name, tree in grads.items()}

@@ -1,0 +1,490 @@
+"""The morphogenetic model: a host with seed slots, as static structure plus pytrees.
+
+A :class:`Model` is hashable static structure: the host spec, which of the
+host's injection points are enabled (``slot_order``, in execution order),
+the :class:`~esper_func.slot.Slot` germinated in each (or ``None``) and each
+slot's :class:`~esper_func.stages.SeedStage`. Numbers live outside it::
+
+    params  = {"host": {name: tensor}, "slots": {slot_id: {"seed": {...}, ["gate": {...}]}}}
+    buffers = {"host": {name: tensor}}          # BatchNorm running statistics
+
+``params["slots"]`` holds exactly the slots that have a seed. :func:`predict`
+and :func:`apply` are pure: alphas are a tensor argument (``[n_slots]`` in
+``model.slot_order``, or per-sample ``[B, n_slots]``), buffers updated by a
+training-mode forward come back as new tensors, and nothing passed in is
+mutated. Both ``vmap`` over alphas and over params (in eval mode).
+
+Changing structure (germinating, removing a seed, changing stages) returns a
+new ``(model, params)`` through :func:`add_seed`, :func:`remove_seed` and
+:func:`set_stages`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Hashable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from esper_func._rng import seeded, split_seeds
+from esper_func._skeleton import Skeleton, on_meta
+from esper_func.blend import AlphaAlgorithm
+from esper_func.blueprints import Registry
+from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError
+from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
+from esper_func.slot import Slot, SlotParams, check_slot_params, germinate_slot, init_slot_params
+from esper_func.stages import SeedStage, is_active_stage, is_failure_stage
+
+__all__ = [
+    "Model",
+    "ModelModule",
+    "Params",
+    "Buffers",
+    "build_model",
+    "predict",
+    "apply",
+    "add_seed",
+    "remove_seed",
+    "set_stages",
+    "alphas_of",
+]
+
+#: ``{"host": {name: tensor}, "slots": {slot_id: SlotParams}}``.
+Params = dict[str, Any]
+#: ``{"host": {name: tensor}}``.
+Buffers = dict[str, dict[str, Tensor]]
+
+
+class ModelModule(nn.Module):
+    """Host plus slot modules with the model's routing, for one ``functional_call``.
+
+    Tensor names are ``host.<name>`` and ``slots.<slot_id>.seed.<name>`` /
+    ``slots.<slot_id>.gate.<name>``. ``forward(x, alphas)`` takes alphas
+    already validated (``[n_slots]`` or ``[B, n_slots]``).
+    """
+
+    def __init__(self, host: nn.Module, slots: Mapping[str, nn.Module], route: tuple[tuple[int, int, str, SeedStage], ...]) -> None:
+        super().__init__()
+        self.host = host
+        self.slots = nn.ModuleDict(dict(slots))
+        self.route = route
+
+    def forward(self, x: Tensor, alphas: Tensor) -> Tensor:
+        h, start = x, 0
+        for index, surface, slot_id, stage in self.route:
+            h = self.host(h, start, surface)
+            alpha = alphas[..., index]
+            if alpha.ndim == 1:
+                alpha = alpha.reshape((h.shape[0],) + (1,) * (h.ndim - 1))
+            h = self.slots[slot_id](h, alpha, stage)
+            start = surface
+        return self.host(h, start, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """Static structure of a host with seed slots (hashable; holds no tensors).
+
+    Attributes:
+        host: the host spec (:class:`~esper_func.hosts.CNNHost` or
+            :class:`~esper_func.hosts.TransformerHost`).
+        slot_order: the enabled injection points, in forward execution order;
+            this is the order of the alpha vector.
+        slots: per enabled slot, its :class:`Slot`, or ``None`` when empty.
+        stages: per enabled slot, the seed's lifecycle stage (``DORMANT`` when empty).
+    """
+
+    host: Host
+    slot_order: tuple[str, ...]
+    slots: tuple[Slot | None, ...]
+    stages: tuple[SeedStage, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, (CNNHost, TransformerHost)):
+            raise TypeError(f"host must be a CNNHost or TransformerHost spec, got {type(self.host).__name__}")
+        order = tuple(self.slot_order)
+        known = self.host.slot_ids
+        for slot_id in order:
+            if slot_id not in known:
+                raise UnknownSlotError(
+                    f"{type(self.host).__name__} has no injection point {slot_id!r}; "
+                    f"available (execution order): {list(known)}"
+                )
+        if len(set(order)) != len(order):
+            raise ValueError(f"slot_order has duplicates: {list(order)}")
+        if list(order) != sorted(order, key=known.index):
+            raise ValueError(f"slot_order must follow the host's execution order {list(known)}; got {list(order)}")
+        if not (len(self.slots) == len(self.stages) == len(order)):
+            raise ValueError(
+                f"slot_order, slots and stages must have one entry per slot; got lengths "
+                f"{len(order)}, {len(self.slots)}, {len(self.stages)}"
+            )
+        stages = tuple(SeedStage(s) for s in self.stages)
+        for slot_id, slot, stage in zip(order, self.slots, stages, strict=True):
+            if slot is None:
+                if is_active_stage(stage) or stage in (SeedStage.GERMINATED,):
+                    raise ValueError(f"slot {slot_id!r} has no seed but stage {stage.name}; an empty slot's stage must be one without a seed")
+                continue
+            if slot.topology != self.host.topology:
+                raise ValueError(
+                    f"slot {slot_id!r} holds a {slot.topology} seed but the host is a {self.host.topology} host"
+                )
+            channels = self.host.slot_channels(slot_id)
+            if slot.channels != channels:
+                raise ShapeError(f"slot {slot_id!r} has {channels} channels but its seed was built for {slot.channels}")
+        object.__setattr__(self, "slot_order", order)
+        object.__setattr__(self, "slots", tuple(self.slots))
+        object.__setattr__(self, "stages", stages)
+        self._build_runtime()
+
+    def _build_runtime(self) -> None:
+        # Derived, non-field attributes: excluded from eq/hash/repr, rebuilt on unpickling.
+        host_eval = on_meta(lambda: self.host.build_module(), train=False)
+        route = tuple(
+            (i, self.host.surface_index(sid), sid, stage)
+            for i, (sid, slot, stage) in enumerate(zip(self.slot_order, self.slots, self.stages))
+            if slot is not None and is_active_stage(stage)
+        )
+        slot_modules = {sid: self.slot(sid).module for _, _, sid, _ in route}  # type: ignore[union-attr]
+        runners = []
+        for train in (False, True):
+            host_module = host_eval if not train else copy.deepcopy(host_eval).train()
+            runners.append(Skeleton(ModelModule(host_module, slot_modules, route)))
+        object.__setattr__(self, "_runners", tuple(runners))
+        param_shapes = {k: tuple(v.shape) for k, v in host_eval.named_parameters()}
+        buffer_shapes = {k: tuple(v.shape) for k, v in host_eval.named_buffers()}
+        object.__setattr__(self, "_host_shapes", (MappingProxyType(param_shapes), MappingProxyType(buffer_shapes)))
+        names: list[tuple[str, ...]] = [("params", "host", k) for k in param_shapes]
+        names += [("params", "host", self.host.tied_keys[alias]) for alias in self.host.tied_keys]
+        flat_keys = [f"host.{k}" for k in param_shapes] + [f"host.{alias}" for alias in self.host.tied_keys]
+        names += [("buffers", "host", k) for k in buffer_shapes]
+        flat_keys += [f"host.{k}" for k in buffer_shapes]
+        for _, _, sid, _ in route:
+            for group, name, flat in self.slot(sid)._flat_names:  # type: ignore[union-attr]
+                names.append(("slot", sid, group, name))
+                flat_keys.append(f"slots.{sid}.{flat}")
+        object.__setattr__(self, "_flat_names", tuple(zip(names, flat_keys)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Model, (self.host, self.slot_order, self.slots, self.stages))
+
+    def flatten(self, params: Params, host_buffers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The flat tensor dict of the model module (``host.*`` and ``slots.<id>.*``)."""
+        out = {}
+        for path, key in self._flat_names:  # type: ignore[attr-defined]
+            if path[0] == "params":
+                out[key] = params["host"][path[2]]
+            elif path[0] == "buffers":
+                out[key] = host_buffers[path[2]]
+            else:
+                out[key] = params["slots"][path[1]][path[2]][path[3]]
+        return out
+
+    @property
+    def n_slots(self) -> int:
+        """Number of enabled slots (the length of the alpha vector)."""
+        return len(self.slot_order)
+
+    def index(self, slot_id: str) -> int:
+        """Position of ``slot_id`` in :attr:`slot_order` (and in the alpha vector)."""
+        try:
+            return self.slot_order.index(slot_id)
+        except ValueError:
+            raise UnknownSlotError(
+                f"slot {slot_id!r} is not enabled in this model; enabled slots: {list(self.slot_order)}"
+            ) from None
+
+    def slot(self, slot_id: str) -> Slot | None:
+        """The :class:`Slot` germinated at ``slot_id``, or ``None``."""
+        return self.slots[self.index(slot_id)]
+
+    def stage(self, slot_id: str) -> SeedStage:
+        """The lifecycle stage of the seed at ``slot_id``."""
+        return self.stages[self.index(slot_id)]
+
+    @property
+    def seeded(self) -> tuple[str, ...]:
+        """Slot ids that hold a seed (the keys of ``params["slots"]``)."""
+        return tuple(sid for sid, slot in zip(self.slot_order, self.slots) if slot is not None)
+
+    def host_skeleton(self, *, train: bool = False) -> nn.Module:
+        """The host module on the ``meta`` device (eval- or train-mode prototype)."""
+        return self._runners[int(train)].prototype.host  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def host_shapes(self) -> tuple[Mapping[str, tuple[int, ...]], Mapping[str, tuple[int, ...]]]:
+        """``(param_shapes, buffer_shapes)`` expected in ``params["host"]`` / ``buffers["host"]``."""
+        return self._host_shapes  # type: ignore[attr-defined,no-any-return]
+
+    def replace_slot(self, slot_id: str, *, slot: Slot | None, stage: SeedStage) -> Model:
+        """A copy with ``slot_id`` holding ``slot`` in ``stage``."""
+        i = self.index(slot_id)
+        return Model(
+            self.host,
+            self.slot_order,
+            self.slots[:i] + (slot,) + self.slots[i + 1 :],
+            self.stages[:i] + (SeedStage(stage),) + self.stages[i + 1 :],
+        )
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def _module_tensors(module: nn.Module, device: Any, dtype: torch.dtype | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def convert(t: Tensor) -> Tensor:
+        t = t.detach().to(device=device)
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        return t.clone()
+
+    params = {k: convert(v) for k, v in module.named_parameters()}
+    buffers = {k: convert(v) for k, v in module.named_buffers()}
+    return params, buffers
+
+
+def build_model(
+    host: Host,
+    slots: Mapping[str, Slot | None] | Iterable[str],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Model, Params, Buffers]:
+    """Build a model and its freshly initialised parameters and buffers.
+
+    Args:
+        host: a :class:`~esper_func.hosts.CNNHost` or
+            :class:`~esper_func.hosts.TransformerHost` spec.
+        slots: the injection points to enable: either slot ids (all empty),
+            or a mapping ``slot_id -> Slot | None``; a given ``Slot`` starts
+            in ``GERMINATED`` with fresh parameters. Any order; the model
+            keeps the host's execution order.
+        generator: source of every initial weight (read, not advanced; see
+            :func:`esper_func.germinate_slot`). The host is initialised as
+            esper-lite initialises it.
+        device, dtype: where and in what precision the tensors live.
+
+    Returns:
+        ``(model, params, buffers)``.
+    """
+    requested = dict(slots) if isinstance(slots, Mapping) else {sid: None for sid in slots}
+    known = host.slot_ids
+    for sid in requested:
+        if sid not in known:
+            raise UnknownSlotError(
+                f"{type(host).__name__} has no injection point {sid!r}; available (execution order): {list(known)}"
+            )
+    order = tuple(sid for sid in known if sid in requested)
+    chosen = tuple(requested[sid] for sid in order)
+    stages = tuple(SeedStage.DORMANT if s is None else SeedStage.GERMINATED for s in chosen)
+    model = Model(host, order, chosen, stages)
+
+    host_seed, *slot_seeds = split_seeds(generator, 1 + len(order))
+    with seeded(host_seed):
+        module = host.build_module()
+    host_params, host_buffers = _module_tensors(module, device, dtype)
+    slot_params = {
+        sid: init_slot_params(slot, torch.Generator().manual_seed(seed), device=device, dtype=dtype)
+        for sid, slot, seed in zip(order, chosen, slot_seeds)
+        if slot is not None
+    }
+    return model, {"host": host_params, "slots": slot_params}, {"host": host_buffers}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_named(kind: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -> None:
+    if not isinstance(got, Mapping):
+        raise ParamsMismatchError(f"{kind} must be a dict of tensors, got {type(got).__name__}")
+    if got.keys() != expected.keys():
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        raise ParamsMismatchError(f"{kind} does not match the host: missing {missing}, unexpected {extra}")
+    for name, shape in expected.items():
+        if tuple(got[name].shape) != shape:
+            raise ParamsMismatchError(f"{kind}[{name!r}] has shape {tuple(got[name].shape)}, expected {shape}")
+
+
+def _check_tree(model: Model, params: Any, buffers: Any) -> None:
+    if not isinstance(params, Mapping) or set(params) != {"host", "slots"}:
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ParamsMismatchError(f'params must be {{"host": ..., "slots": ...}}; got {got}')
+    if not isinstance(buffers, Mapping) or set(buffers) != {"host"}:
+        got = sorted(buffers) if isinstance(buffers, Mapping) else type(buffers).__name__
+        raise ParamsMismatchError(f'buffers must be {{"host": ...}}; got {got}')
+    param_shapes, buffer_shapes = model.host_shapes
+    _check_named('params["host"]', params["host"], param_shapes)
+    _check_named('buffers["host"]', buffers["host"], buffer_shapes)
+    seeded_ids = model.seeded
+    if not isinstance(params["slots"], Mapping) or set(params["slots"]) != set(seeded_ids):
+        got = sorted(params["slots"]) if isinstance(params["slots"], Mapping) else type(params["slots"]).__name__
+        raise ParamsMismatchError(
+            f'params["slots"] must hold exactly the slots with a seed {sorted(seeded_ids)}; got {got}'
+        )
+    for slot_id in seeded_ids:
+        check_slot_params(model.slot(slot_id), params["slots"][slot_id], where=f'params["slots"][{slot_id!r}]')
+
+
+def _check_alphas(model: Model, alphas: Any, x: Tensor) -> None:
+    if not isinstance(alphas, Tensor):
+        raise DTypeError(
+            f"alphas must be a torch.Tensor of shape [{model.n_slots}] or [B, {model.n_slots}] "
+            f"(slots {list(model.slot_order)}), got {type(alphas).__name__}"
+        )
+    if not alphas.is_floating_point():
+        raise DTypeError(f"alphas must be a floating-point tensor, got dtype {alphas.dtype}")
+    n = model.n_slots
+    if alphas.shape == (n,) or (alphas.ndim == 2 and alphas.shape == (x.shape[0], n)):
+        return
+    raise ShapeError(
+        f"alphas must have shape [{n}] or [B={x.shape[0]}, {n}] (one per slot in {list(model.slot_order)}); "
+        f"got {list(alphas.shape)}"
+    )
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def apply(
+    model: Model,
+    params: Params,
+    buffers: Buffers,
+    alphas: Tensor,
+    x: Tensor,
+    *,
+    train: bool,
+    rng: torch.Generator | None = None,
+) -> tuple[Tensor, Buffers]:
+    """Run the model; pure.
+
+    Args:
+        model, params, buffers: as returned by :func:`build_model`.
+        alphas: blend amounts, ``[n_slots]`` in ``model.slot_order`` or
+            per-sample ``[B, n_slots]``; a tensor (gradients flow through it).
+        x: the host's input (images or token ids).
+        train: training-mode forward (BatchNorm uses batch statistics and
+            updates its running statistics; dropout is active).
+        rng: randomness for dropout in training mode (read, not advanced;
+            ``None`` means a fixed default seed, so pass a fresh generator
+            per step).
+
+    Returns:
+        ``(output, new_buffers)``. In eval mode ``new_buffers`` is ``buffers``
+        itself; in training mode it holds new tensors (the caller's are
+        untouched).
+    """
+    _check_alphas(model, alphas, x)
+    _check_tree(model, params, buffers)
+    if not train:
+        return _forward(model, params, buffers["host"], alphas, x, train=False), buffers
+    new_host_buffers = {k: v.clone() for k, v in buffers["host"].items()}
+    if isinstance(model.host, TransformerHost) and model.host.dropout > 0:
+        (dropout_seed,) = split_seeds(rng, 1)
+        with seeded(dropout_seed):
+            out = _forward(model, params, new_host_buffers, alphas, x, train=True)
+    else:
+        out = _forward(model, params, new_host_buffers, alphas, x, train=True)
+    return out, {"host": new_host_buffers}
+
+
+def predict(model: Model, params: Params, buffers: Buffers, alphas: Tensor, x: Tensor) -> Tensor:
+    """Eval-mode forward; pure. Shorthand for ``apply(..., train=False)[0]``."""
+    return apply(model, params, buffers, alphas, x, train=False)[0]
+
+
+def _forward(
+    model: Model, params: Params, host_buffers: Mapping[str, Tensor], alphas: Tensor, x: Tensor, *, train: bool
+) -> Tensor:
+    module = model._runners[int(train)].get()  # type: ignore[attr-defined]
+    flat = model.flatten(params, host_buffers)
+    # ``flat`` has exactly the skeleton's tensor names by construction (they are
+    # read off the skeleton itself, and _check_tree validated every name and
+    # shape), and the skeleton holds only meta tensors, so nothing can silently
+    # fall back to module state. strict=True would only re-walk the module tree
+    # on every call (about 1 ms for a 6-layer transformer).
+    return functional_call(module, flat, (x, alphas), strict=False, tie_weights=False)
+
+
+# --------------------------------------------------------------------------- structure changes
+
+
+def add_seed(
+    model: Model,
+    params: Params,
+    slot_id: str,
+    registry: Registry,
+    blueprint: str,
+    *,
+    algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD,
+    generator: torch.Generator | None = None,
+    stage: SeedStage = SeedStage.GERMINATED,
+    **blueprint_kwargs: Hashable,
+) -> tuple[Model, Params]:
+    """Germinate ``blueprint`` into the empty slot ``slot_id``; returns a new ``(model, params)``.
+
+    The new seed's parameters live on the device and in the dtype of the
+    host's first parameter.
+    """
+    if model.slot(slot_id) is not None:
+        raise ValueError(
+            f"slot {slot_id!r} already holds a {model.slot(slot_id).blueprint_id!r} seed "  # type: ignore[union-attr]
+            f"in stage {model.stage(slot_id).name}; remove it first"
+        )
+    reference = next(iter(params["host"].values()), None)
+    slot, new_params = germinate_slot(
+        registry,
+        model.host.topology,
+        blueprint,
+        model.host.slot_channels(slot_id),
+        algorithm=algorithm,
+        generator=generator,
+        device=None if reference is None else reference.device,
+        dtype=None if reference is None else reference.dtype,
+        **blueprint_kwargs,
+    )
+    return model.replace_slot(slot_id, slot=slot, stage=stage), _with_slot_params(params, slot_id, new_params)
+
+
+def remove_seed(model: Model, params: Params, slot_id: str, *, stage: SeedStage = SeedStage.DORMANT) -> tuple[Model, Params]:
+    """Remove the seed at ``slot_id`` (its parameters are dropped); returns a new ``(model, params)``."""
+    model.index(slot_id)
+    slots = {k: v for k, v in params["slots"].items() if k != slot_id}
+    return model.replace_slot(slot_id, slot=None, stage=stage), {**params, "slots": slots}
+
+
+def set_stages(model: Model, params: Params, stages: Mapping[str, Any]) -> tuple[Model, Params]:
+    """Set per-slot stages from ``SeedState``s (anything with ``.stage``) or ``SeedStage``s.
+
+    A slot whose new stage has no seed (DORMANT, PRUNED, EMBARGOED,
+    RESETTING) loses its seed and parameters, as esper-lite frees a pruned
+    seed. Returns a new ``(model, params)``.
+    """
+    for slot_id, value in stages.items():
+        stage = SeedStage(getattr(value, "stage", value))
+        if stage in (SeedStage.DORMANT, SeedStage.UNKNOWN) or is_failure_stage(stage):
+            if model.slot(slot_id) is not None:
+                model, params = remove_seed(model, params, slot_id, stage=stage)
+            else:
+                model = model.replace_slot(slot_id, slot=None, stage=stage)
+        else:
+            slot = model.slot(slot_id)
+            if slot is None:
+                raise ValueError(f"slot {slot_id!r} is empty; it cannot be in stage {stage.name} (add a seed first)")
+            model = model.replace_slot(slot_id, slot=slot, stage=stage)
+    return model, params
+
+
+def alphas_of(model: Model, states: Mapping[str, Any], *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The alpha vector ``[n_slots]`` from per-slot states (anything with ``.alpha``); 0 where absent."""
+    values = [float(getattr(states[sid], "alpha", 0.0)) if sid in states else 0.0 for sid in model.slot_order]
+    return torch.tensor(values, dtype=dtype)
+
+
+def _with_slot_params(params: Params, slot_id: str, slot_params: SlotParams) -> Params:
+    return {**params, "slots": {**params["slots"], slot_id: slot_params}}
