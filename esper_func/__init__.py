@@ -14,6 +14,16 @@ from esper_func.alpha import AlphaMode as AlphaMode
 from esper_func.alpha import retarget as retarget
 from esper_func.alpha import tick as tick
 
+# Attribution and counterfactuals
+from esper_func import counterfactual as counterfactual
+from esper_func.attribution import alpha_grid as alpha_grid
+from esper_func.attribution import banzhaf as banzhaf
+from esper_func.attribution import interactions as interactions
+from esper_func.attribution import shapley as shapley
+from esper_func.counterfactual import alpha_sensitivity as alpha_sensitivity
+from esper_func.counterfactual import evaluate as evaluate
+from esper_func.counterfactual import sweep as sweep
+
 # Blending and blueprints
 from esper_func.blend import AlphaAlgorithm as AlphaAlgorithm
 from esper_func.blueprints import Blueprint as Blueprint
@@ -47,6 +57,11 @@ from esper_func.gates import check_gate as check_gate
 from esper_func.hosts import CNNHost as CNNHost
 from esper_func.hosts import TransformerHost as TransformerHost
 
+# Interop with esper-lite checkpoints
+from esper_func.interop import from_esper_lite as from_esper_lite
+from esper_func.interop import from_state_dict as from_state_dict
+from esper_func.interop import to_state_dict as to_state_dict
+
 # Lifecycle state and transitions
 from esper_func.lifecycle import SeedMetrics as SeedMetrics
 from esper_func.lifecycle import SeedState as SeedState
@@ -61,6 +76,7 @@ from esper_func.lifecycle import record_contribution as record_contribution
 from esper_func.lifecycle import record_gradients as record_gradients
 from esper_func.lifecycle import schedule_prune as schedule_prune
 from esper_func.lifecycle import seed_state_from_esper_lite as seed_state_from_esper_lite
+from esper_func.lifecycle import seed_state_to_esper_lite as seed_state_to_esper_lite
 from esper_func.lifecycle import set_alpha_target as set_alpha_target
 from esper_func.lifecycle import state_from_dict as state_from_dict
 from esper_func.lifecycle import state_to_dict as state_to_dict

@@ -94,7 +94,7 @@ def straight_through(host: Tensor, seed: Tensor) -> Tensor:
 
 
 def blend(
-    algorithm: AlphaAlgorithm,
+    algorithm: AlphaAlgorithm | int,
     host: Tensor,
     seed: Tensor,
     alpha: Tensor,
@@ -102,7 +102,7 @@ def blend(
     seed_input: Tensor,
     gate: Tensor | None = None,
 ) -> Tensor:
-    """Dispatch to the operator for ``algorithm`` (a static choice)."""
+    """Dispatch to the operator for ``algorithm`` (a static choice; an int value is fine)."""
     if algorithm == AlphaAlgorithm.ADD:
         return blend_add(host, seed, alpha)
     if algorithm == AlphaAlgorithm.MULTIPLY:

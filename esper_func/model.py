@@ -25,7 +25,7 @@ import copy
 import dataclasses
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Hashable
+from typing import Any, Hashable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,12 +37,13 @@ from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
 from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError
 from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
-from esper_func.slot import Slot, SlotParams, check_slot_params, germinate_slot, init_slot_params
+from esper_func.slot import SeedFeatures, Slot, SlotParams, check_slot_params, germinate_slot, init_slot_params
 from esper_func.stages import SeedStage, is_active_stage, is_failure_stage
 
 __all__ = [
     "Model",
     "ModelModule",
+    "SweepPlan",
     "Params",
     "Buffers",
     "build_model",
@@ -68,13 +69,17 @@ class ModelModule(nn.Module):
     already validated (``[n_slots]`` or ``[B, n_slots]``).
     """
 
-    def __init__(self, host: nn.Module, slots: Mapping[str, nn.Module], route: tuple[tuple[int, int, str, SeedStage], ...]) -> None:
+    def __init__(self, host: nn.Module, slots: Mapping[str, nn.Module], route: tuple[tuple[int, int, str, int], ...]) -> None:
         super().__init__()
         self.host = host
         self.slots = nn.ModuleDict(dict(slots))
         self.route = route
 
-    def forward(self, x: Tensor, alphas: Tensor) -> Tensor:
+    def forward(self, x: Tensor, alphas: Tensor | None = None, plan: SweepPlan | None = None) -> Tensor:
+        """The model's output for ``alphas``; or, given a ``plan``, the leaves of a sweep."""
+        if plan is not None:
+            return self._sweep(x, plan)
+        assert alphas is not None
         h, start = x, 0
         for index, surface, slot_id, stage in self.route:
             h = self.host(h, start, surface)
@@ -84,6 +89,45 @@ class ModelModule(nn.Module):
             h = self.slots[slot_id](h, alpha, stage)
             start = surface
         return self.host(h, start, None)
+
+    def _sweep(self, x: Tensor, plan: SweepPlan) -> Tensor:
+        """Run a prefix tree of alpha settings, folding branches into the batch axis.
+
+        ``h`` holds one block of ``B`` samples per branch. At each slot the seed
+        runs once per parent branch; each child branch gathers its parent's
+        host and seed features and blends them at the child's own alpha.
+        Returns ``[n_leaves * B, ...]``.
+        """
+        batch = x.shape[0]
+        h, start = x, 0
+        for (_, surface, slot_id, stage), (parents, alphas) in zip(self.route, plan.levels, strict=True):
+            h = self.host(h, start, surface)
+            slot = self.slots[slot_id]
+            features = slot.features(h, stage)
+            gather = _branch_gather(parents, batch)
+            h_child = h.index_select(0, gather)
+            features = SeedFeatures(*(None if t is None else t.index_select(0, gather) for t in features))
+            alpha = alphas.to(h.dtype).repeat_interleave(batch)
+            h = slot.combine(h_child, features, alpha.reshape((-1,) + (1,) * (h.ndim - 1)), stage)
+            start = surface
+        return self.host(h, start, None)
+
+
+def _branch_gather(parents: Tensor, batch: int) -> Tensor:
+    """Sample indices that copy parent branch ``parents[c]`` into child branch ``c``."""
+    offsets = torch.arange(batch, device=parents.device)
+    return (parents.unsqueeze(1) * batch + offsets).reshape(-1)
+
+
+class SweepPlan(NamedTuple):
+    """A prefix tree over alpha rows, one level per routed slot.
+
+    ``levels[i] = (parents, alphas)``: child branch ``c`` at level ``i``
+    continues parent branch ``parents[c]`` of level ``i - 1`` (the root is
+    branch 0) with alpha ``alphas[c]`` at that slot.
+    """
+
+    levels: tuple[tuple[Tensor, Tensor], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +189,9 @@ class Model:
     def _build_runtime(self) -> None:
         # Derived, non-field attributes: excluded from eq/hash/repr, rebuilt on unpickling.
         host_eval = on_meta(lambda: self.host.build_module(), train=False)
+        # Stages as plain ints: torch.compile guards ints by value, not IntEnum members.
         route = tuple(
-            (i, self.host.surface_index(sid), sid, stage)
+            (i, self.host.surface_index(sid), sid, int(stage))
             for i, (sid, slot, stage) in enumerate(zip(self.slot_order, self.slots, self.stages))
             if slot is not None and is_active_stage(stage)
         )

@@ -29,7 +29,7 @@ import dataclasses
 import inspect
 from collections.abc import Hashable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,14 @@ class GateNetwork(nn.Module):
         return self.gate(x.mean(dim=self._pool_dims)).squeeze(-1)
 
 
+class SeedFeatures(NamedTuple):
+    """The alpha-independent part of a slot's forward: what to blend with."""
+
+    seed_input: Tensor
+    seed_out: Tensor
+    gate: Tensor | None
+
+
 class SlotModule(nn.Module):
     """A seed (and gate) with the slot's forward semantics, for ``functional_call``.
 
@@ -96,17 +104,34 @@ class SlotModule(nn.Module):
         super().__init__()
         self.seed = seed
         self.gate = gate
-        self.algorithm = AlphaAlgorithm(algorithm)
+        # Plain ints, not IntEnums: torch.compile guards int attributes by value,
+        # but (as of torch 2.13) not IntEnum members, so an enum here could let a
+        # graph traced for one algorithm or stage be reused for another.
+        self.algorithm = int(AlphaAlgorithm(algorithm))
         self.topology = topology
 
-    def forward(self, x: Tensor, alpha: Tensor, stage: SeedStage) -> Tensor:
+    def forward(self, x: Tensor, alpha: Tensor, stage: int) -> Tensor:
+        """Blend ``x`` with the seed; ``stage`` is a ``SeedStage`` value as a plain int."""
         if not is_active_stage(stage):
             return x
+        return self.combine(x, self.features(x, stage), alpha, stage)
+
+    def features(self, x: Tensor, stage: int) -> SeedFeatures:
+        """What the seed computes from ``x``; everything that does not depend on alpha."""
         seed_input = x.detach() if is_isolated(self.topology, stage) else x
+        if not seed_input.is_contiguous():
+            # A channels_last host: give the seed a contiguous copy, as esper-lite
+            # does (GroupNorm cannot query channels_last contiguity under vmap).
+            seed_input = seed_input.contiguous()
         seed_out = self.seed(seed_input)
         gate = None
         if self.gate is not None:
             gate = self.gate(seed_input).reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+        return SeedFeatures(seed_input, seed_out, gate)
+
+    def combine(self, x: Tensor, features: SeedFeatures, alpha: Tensor, stage: int) -> Tensor:
+        """Blend host features ``x`` with precomputed seed ``features`` at ``alpha``."""
+        seed_input, seed_out, gate = features
         blended = blend(self.algorithm, x, seed_out, alpha, seed_input=seed_input, gate=gate)
         if stage != SeedStage.TRAINING:
             return blended
@@ -434,7 +459,7 @@ def slot_apply(
         return x
     module = slot._skeleton.get()  # type: ignore[attr-defined]
     if not slot._flat_names:  # type: ignore[attr-defined]
-        return module(x, a, stage)  # a tensor-free seed (noop): nothing to bind
+        return module(x, a, int(stage))  # a tensor-free seed (noop): nothing to bind
     return functional_call(
-        module, slot.flatten(params), (x, a), {"stage": stage}, strict=True, tie_weights=False
+        module, slot.flatten(params), (x, a), {"stage": int(stage)}, strict=True, tie_weights=False
     )

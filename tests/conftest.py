@@ -1,8 +1,9 @@
 """Shared test configuration.
 
-Hypothesis profiles: ``ci`` (the default; few examples, no deadline, so the
-whole suite stays within a few minutes on two cores) and ``thorough`` for
-local runs (``HYPOTHESIS_PROFILE=thorough pytest``).
+Hypothesis profiles: ``ci`` (the default; few examples, no deadline, no
+shrinking, so the whole suite stays within a few minutes on two cores) and
+``thorough`` for local runs (``HYPOTHESIS_PROFILE=thorough pytest``), which
+also shrinks failures to minimal examples.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "ci",
@@ -18,6 +19,9 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
     derandomize=True,
+    # No shrinking: a failure is reported at once with the example that hit it,
+    # so a red run cannot spend many minutes minimising a slow model test.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.register_profile(
     "thorough",

@@ -27,6 +27,7 @@ from esper_func.lifecycle.measure import (
 )
 from esper_func.lifecycle.serialization import (
     seed_state_from_esper_lite,
+    seed_state_to_esper_lite,
     state_from_dict,
     state_to_dict,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "record_gradients",
     "schedule_prune",
     "seed_state_from_esper_lite",
+    "seed_state_to_esper_lite",
     "set_alpha_target",
     "state_from_dict",
     "state_to_dict",

@@ -9,13 +9,16 @@ typed field, or an unknown version, raises
 e.g. ``metrics.epochs_total``). ``state_from_dict(state_to_dict(s)) == s``.
 
 :func:`seed_state_from_esper_lite` reads esper-lite's ``SeedState.to_dict()``
-plus, optionally, the slot's ``_extra_state`` fields.
+plus, optionally, the slot's ``_extra_state`` fields;
+:func:`seed_state_to_esper_lite` writes that layout back (see its docstring for
+what the esper-lite layout cannot carry).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from enum import IntEnum
 from typing import Any, Final
 
@@ -31,6 +34,10 @@ __all__ = [
     "state_to_dict",
     "state_from_dict",
     "seed_state_from_esper_lite",
+    "seed_state_to_esper_lite",
+    "epoch_timestamp",
+    "ESPER_LITE_METRICS_SCHEMA_VERSION",
+    "ESPER_LITE_TELEMETRY_SCHEMA_VERSION",
 ]
 
 SCHEMA: Final[str] = "esper_func.SeedState"
@@ -424,3 +431,157 @@ def seed_state_from_esper_lite(data: Mapping[str, Any], *, extra: Mapping[str, A
         has_exploding=_dec_bool(telemetry.get("has_exploding", False), "telemetry.has_exploding"),
         has_vanishing=_dec_bool(telemetry.get("has_vanishing", False), "telemetry.has_vanishing"),
     )
+
+
+# --------------------------------------------------------------------------- esper-lite writer
+
+#: ``SeedMetrics._SCHEMA_VERSION`` of the esper-lite layout written and read here.
+ESPER_LITE_METRICS_SCHEMA_VERSION: Final[int] = _EL_METRICS_VERSION
+#: ``STAGE_SCHEMA_VERSION`` that esper-lite stamps on ``SeedTelemetry.to_dict()``.
+ESPER_LITE_TELEMETRY_SCHEMA_VERSION: Final[int] = 1
+#: esper-lite's ``SeedTelemetry.max_epochs`` default (telemetry context only).
+_EL_TELEMETRY_MAX_EPOCHS: Final[int] = 25
+
+_UNIX_EPOCH: Final[datetime] = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_timestamp(epoch: int) -> str:
+    """The synthetic ISO-8601 timestamp that stands for epoch counter ``epoch``.
+
+    esper-lite stores wall-clock datetimes; esper_func counts epochs and never
+    reads a clock. The writer encodes epoch ``n`` as ``n`` seconds after
+    1970-01-01T00:00:00 UTC, so the output is deterministic and still parses
+    with ``datetime.fromisoformat``.
+    """
+    return (_UNIX_EPOCH + timedelta(seconds=int(epoch))).isoformat()
+
+
+def _el_metrics_dict(m: SeedMetrics) -> dict[str, Any]:
+    return {
+        "_schema_version": _EL_METRICS_VERSION,
+        "epochs_total": m.epochs_total,
+        "epochs_in_current_stage": m.epochs_in_current_stage,
+        "initial_val_accuracy": m.initial_val_accuracy,
+        "current_val_accuracy": m.current_val_accuracy,
+        "best_val_accuracy": m.best_val_accuracy,
+        "accuracy_at_stage_start": m.accuracy_at_stage_start,
+        "accuracy_at_blending_start": m.accuracy_at_blending_start,
+        "gradient_norm_avg": m.gradient_norm_avg,
+        "current_alpha": m.current_alpha,
+        "alpha_ramp_step": m.alpha_ramp_step,
+        "counterfactual_contribution": m.counterfactual_contribution,
+        "_prev_contribution": m.prev_contribution,
+        "contribution_velocity": m.contribution_velocity,
+        "_blending_started": m.blending_started,
+        "seed_gradient_norm_ratio": m.seed_gradient_norm_ratio,
+        "host_param_count": m.host_param_count,
+        "seed_param_count": m.seed_param_count,
+        "interaction_sum": m.interaction_sum,
+        "boost_received": m.boost_received,
+        "upstream_alpha_sum": m.upstream_alpha_sum,
+        "downstream_alpha_sum": m.downstream_alpha_sum,
+    }
+
+
+def _el_controller_dict(c: AlphaController, alpha: float) -> dict[str, Any]:
+    return {
+        "alpha": alpha,  # esper-lite keeps the controller in sync with the scalar alpha
+        "alpha_start": c.alpha_start,
+        "alpha_target": c.alpha_target,
+        "alpha_mode": int(c.alpha_mode),
+        "alpha_curve": int(c.alpha_curve),
+        "alpha_steepness": c.alpha_steepness,
+        "alpha_steps_total": c.alpha_steps_total,
+        "alpha_steps_done": c.alpha_steps_done,
+    }
+
+
+def _el_telemetry_dict(state: SeedState) -> dict[str, Any]:
+    # The values esper-lite's SeedState.sync_telemetry() derives from the state.
+    m, c = state.metrics, state.alpha_controller
+    moving = c.alpha_mode != AlphaMode.HOLD and c.alpha_steps_total != 0
+    if state.stage in (SeedStage.TRAINING, SeedStage.GERMINATED, SeedStage.DORMANT):
+        accuracy_delta = 0.0
+    else:
+        accuracy_delta = m.improvement_since_stage_start
+    if state.stage == SeedStage.BLENDING and m.epochs_in_current_stage > 0:
+        blending_velocity = state.alpha / m.epochs_in_current_stage
+    else:
+        blending_velocity = 0.0
+    return {
+        "schema_version": ESPER_LITE_TELEMETRY_SCHEMA_VERSION,
+        "seed_id": state.seed_id,
+        "blueprint_id": state.blueprint_id,
+        "layer_id": "",
+        "gradient_norm": m.gradient_norm_avg,
+        "gradient_health": state.gradient_health,
+        "has_vanishing": state.has_vanishing,
+        "has_exploding": state.has_exploding,
+        "accuracy": m.current_val_accuracy,
+        "accuracy_delta": accuracy_delta,
+        "epochs_in_stage": m.epochs_in_current_stage,
+        "stage": int(state.stage),
+        "alpha": state.alpha,
+        "alpha_target": c.alpha_target,
+        "alpha_mode": int(c.alpha_mode),
+        "alpha_steps_total": c.alpha_steps_total,
+        "alpha_steps_done": c.alpha_steps_done,
+        "time_to_target": max(c.alpha_steps_total - c.alpha_steps_done, 0),
+        "alpha_velocity": (c.alpha_target - c.alpha_start) / c.alpha_steps_total if moving else 0.0,
+        "alpha_algorithm": int(state.alpha_algorithm),
+        "epoch": m.epochs_total,
+        "max_epochs": _EL_TELEMETRY_MAX_EPOCHS,
+        "captured_at": epoch_timestamp(m.epochs_total),
+        "blend_tempo_epochs": state.blend_tempo_epochs,
+        "blending_velocity": blending_velocity,
+    }
+
+
+def seed_state_to_esper_lite(state: SeedState) -> dict[str, Any]:
+    """``state`` in esper-lite's ``SeedState.to_dict()`` layout (JSON-compatible).
+
+    The result has esper-lite's keys: identity, ``stage`` / ``previous_stage``
+    as integers, ``stage_entered_at`` and ``stage_history`` with ISO
+    timestamps, ``alpha``, ``metrics`` (``SeedMetrics.to_dict()``, schema
+    version 2), ``telemetry`` (``SeedTelemetry.to_dict()``), ``alpha_controller``
+    (``AlphaController.to_dict()``, including ``alpha_steepness``),
+    ``alpha_algorithm``, ``blend_tempo_epochs``, ``is_healthy``, ``is_paused``
+    and ``previous_epochs_in_stage``.
+
+    What the layout cannot carry (so :func:`seed_state_from_esper_lite` of the
+    result differs from ``state`` there):
+
+    - time: timestamps are synthetic (:func:`epoch_timestamp`); the reader
+      recomputes ``stage_entered_epoch`` as ``epochs_total -
+      epochs_in_current_stage`` and gives history entries before the last
+      epoch ``-1``;
+    - ``pending_prune_reason`` / ``pending_prune_initiator`` (esper-lite keeps
+      them on the slot object, outside the checkpoint): read back as ``None``;
+    - ``metrics.auto_pruned`` / ``metrics.auto_prune_reason`` (not in
+      esper-lite's ``SeedMetrics.to_dict()``): read back as ``False`` / ``""``;
+    - blend settings, topology and the isolation flag live in the slot's
+      ``_extra_state`` next to this dict, not in it (pass that as ``extra``
+      when reading).
+
+    Pure: ``state`` is a frozen value and is only read.
+    """
+    if not isinstance(state, SeedState):
+        raise TypeError(f"seed_state_to_esper_lite takes a SeedState; got {type(state).__name__}")
+    return {
+        "seed_id": state.seed_id,
+        "blueprint_id": state.blueprint_id,
+        "slot_id": state.slot_id,
+        "stage": int(state.stage),
+        "previous_stage": int(state.previous_stage),
+        "stage_entered_at": epoch_timestamp(state.stage_entered_epoch),
+        "alpha": state.alpha,
+        "stage_history": [[int(stage), epoch_timestamp(epoch)] for stage, epoch in state.stage_history],
+        "metrics": _el_metrics_dict(state.metrics),
+        "telemetry": _el_telemetry_dict(state),
+        "alpha_controller": _el_controller_dict(state.alpha_controller, state.alpha),
+        "alpha_algorithm": int(state.alpha_algorithm),
+        "blend_tempo_epochs": state.blend_tempo_epochs,
+        "is_healthy": state.is_healthy,
+        "is_paused": state.is_paused,
+        "previous_epochs_in_stage": state.previous_epochs_in_stage,
+    }

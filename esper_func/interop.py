@@ -1,0 +1,650 @@
+"""State dicts in esper-lite's ``MorphogeneticModel`` layout, and importing its checkpoints.
+
+esper-lite keeps a model as one ``nn.Module`` whose ``state_dict()`` has::
+
+    host.<name>                                  host parameters and buffers (tied
+                                                 aliases such as host.head.weight too)
+    seed_slots.<slot_id>._extra_state            the slot's lifecycle (get_extra_state)
+    seed_slots.<slot_id>.seed.<name>             the seed module
+    seed_slots.<slot_id>.alpha_schedule.<name>   the GATE network (GatedBlend)
+
+esper_func keeps the same numbers as ``(model, params, buffers)`` plus a
+``SeedState`` per slot. Three pure functions convert:
+
+- :func:`to_state_dict` writes the flat dict (with ``_extra_state`` entries
+  when given the states);
+- :func:`from_state_dict` reads one back for a model whose structure you
+  already have;
+- :func:`from_esper_lite` rebuilds the structure *and* the states from an
+  esper-lite checkpoint alone.
+
+Tensors are passed through, never copied: the dicts returned hold the very
+tensors they were given, and nothing passed in is ever mutated (neither dicts
+nor tensors). Clone (``torch.utils._pytree.tree_map(torch.clone, params)``)
+if you mean to update in place.
+
+Every problem raises :class:`~esper_func.errors.CheckpointError` naming the
+key and saying what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import torch
+from torch import Tensor, nn
+
+from esper_func._rng import seeded, split_seeds
+from esper_func.blend import AlphaAlgorithm
+from esper_func.blueprints import Registry, default_registry
+from esper_func.errors import CheckpointError, ParamsMismatchError, UnknownBlueprintError
+from esper_func.hosts import (
+    EXTRA_STATE_KEY,
+    GATE_PREFIX,
+    HOST_PREFIX,
+    SEED_PREFIX,
+    SLOTS_PREFIX,
+    CNNHost,
+    Host,
+    TransformerHost,
+    extra_state_key,
+    gate_key,
+    host_key,
+    parse_model_key,
+    seed_key,
+)
+from esper_func.lifecycle.serialization import seed_state_from_esper_lite, seed_state_to_esper_lite
+from esper_func.lifecycle.state import SeedState, has_seed
+from esper_func.model import Buffers, Model, Params
+from esper_func.slot import GateNetwork, Slot, check_slot_params
+from esper_func.stages import SeedStage
+
+__all__ = [
+    "EXTRA_STATE_VERSION",
+    "to_state_dict",
+    "from_state_dict",
+    "from_esper_lite",
+    "extra_state_from_state",
+]
+
+#: ``SeedSlot._EXTRA_STATE_VERSION`` of the esper-lite layout read and written here.
+EXTRA_STATE_VERSION: Final[int] = 1
+
+#: Keys of esper-lite's ``SeedSlot.get_extra_state()``; all are required on import.
+_EXTRA_STATE_FIELDS: Final[tuple[str, ...]] = (
+    "_extra_state_version",
+    "isolate_gradients",
+    "blend_algorithm_id",
+    "blend_tempo_epochs",
+    "blend_alpha_target",
+    "resolved_topology",
+    "seed_state",
+    "alpha_schedule_config",
+)
+
+#: Stages in which esper-lite's GATE seed has its gate network (``alpha_schedule``).
+_GATE_STAGES: Final[frozenset[SeedStage]] = frozenset({SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
+#: Stages of a live GATE seed whose gate esper-lite has not created yet.
+_PRE_GATE_STAGES: Final[frozenset[SeedStage]] = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING})
+
+_MAX_LISTED: Final[int] = 12
+
+
+def _listing(keys: list[str]) -> str:
+    keys = sorted(keys)
+    if len(keys) <= _MAX_LISTED:
+        return repr(keys)
+    return f"{keys[:_MAX_LISTED]!r} ... and {len(keys) - _MAX_LISTED} more"
+
+
+# --------------------------------------------------------------------------- the expected layout
+
+
+def _host_layout(model: Model) -> list[tuple[str, str, str, Tensor]]:
+    """``(flat key, kind, name, meta tensor)`` for the host, in ``state_dict()`` order.
+
+    ``kind`` is ``"param"``, ``"buffer"`` or ``"tied"`` (``name`` is then the
+    master parameter's name).
+    """
+    skeleton = model.host_skeleton()
+    params = dict(skeleton.named_parameters())
+    buffers = dict(skeleton.named_buffers())
+    tied = model.host.tied_keys
+    out = []
+    for name, meta in skeleton.state_dict(keep_vars=True).items():
+        if name in tied:
+            out.append((host_key(name), "tied", tied[name], meta))
+        elif name in params:
+            out.append((host_key(name), "param", name, meta))
+        elif name in buffers:
+            out.append((host_key(name), "buffer", name, meta))
+        else:  # pragma: no cover - a host state_dict entry that is neither
+            raise CheckpointError(f"host state_dict entry {name!r} is neither a parameter nor a buffer")
+    return out
+
+
+def _group_layout(module: nn.Module | None) -> list[tuple[str, Tensor]]:
+    if module is None:
+        return []
+    return list(module.state_dict(keep_vars=True).items())
+
+
+def _slot_layout(slot_id: str, slot: Slot) -> list[tuple[str, str, str, Tensor]]:
+    """``(flat key, group, name, meta tensor)`` for one seeded slot (seed, then gate)."""
+    out = [(seed_key(slot_id, n), "seed", n, t) for n, t in _group_layout(slot.seed_skeleton)]
+    out += [(gate_key(slot_id, n), "gate", n, t) for n, t in _group_layout(slot.gate_skeleton)]
+    return out
+
+
+# --------------------------------------------------------------------------- to_state_dict
+
+
+def _check_tree(model: Model, params: Any, buffers: Any) -> None:
+    if not isinstance(params, Mapping) or set(params) != {"host", "slots"}:
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ParamsMismatchError(f'params must be {{"host": ..., "slots": ...}}; got {got}')
+    if not isinstance(buffers, Mapping) or set(buffers) != {"host"}:
+        got = sorted(buffers) if isinstance(buffers, Mapping) else type(buffers).__name__
+        raise ParamsMismatchError(f'buffers must be {{"host": ...}}; got {got}')
+    param_shapes, buffer_shapes = model.host_shapes
+    for kind, got, expected in (
+        ('params["host"]', params["host"], param_shapes),
+        ('buffers["host"]', buffers["host"], buffer_shapes),
+    ):
+        if not isinstance(got, Mapping) or set(got) != set(expected):
+            missing = sorted(set(expected) - set(got)) if isinstance(got, Mapping) else sorted(expected)
+            extra = sorted(set(got) - set(expected)) if isinstance(got, Mapping) else []
+            raise ParamsMismatchError(f"{kind} does not match the host: missing {missing}, unexpected {extra}")
+    slots = params["slots"]
+    if not isinstance(slots, Mapping) or set(slots) != set(model.seeded):
+        got = sorted(slots) if isinstance(slots, Mapping) else type(slots).__name__
+        raise ParamsMismatchError(
+            f'params["slots"] must hold exactly the slots with a seed {sorted(model.seeded)}; got {got}'
+        )
+    for slot_id in model.seeded:
+        check_slot_params(model.slot(slot_id), slots[slot_id], where=f'params["slots"][{slot_id!r}]')  # type: ignore[arg-type]
+
+
+def extra_state_from_state(state: SeedState | None, *, topology: str | None = None) -> dict[str, Any]:
+    """A slot's ``_extra_state`` in esper-lite's ``SeedSlot.get_extra_state()`` layout.
+
+    ``state=None`` (a slot that never held a seed) gives esper-lite's fresh
+    slot: ``seed_state`` and the blend settings ``None``. A DORMANT state (a
+    slot freed after a prune) gives ``seed_state=None`` but keeps the last
+    occupant's blend settings, as esper-lite's slot does. A GATE seed from
+    BLENDING on has ``alpha_schedule_config`` ``{"algorithm_id": "gated",
+    "total_steps": max(1, blend_tempo_epochs), "current_step":
+    alpha_steps_done}``; everything else has ``None``.
+    """
+    if state is None:
+        return {
+            "_extra_state_version": EXTRA_STATE_VERSION,
+            "isolate_gradients": False,
+            "blend_algorithm_id": None,
+            "blend_tempo_epochs": None,
+            "blend_alpha_target": None,
+            "resolved_topology": topology,
+            "seed_state": None,
+            "alpha_schedule_config": None,
+        }
+    gated = state.alpha_algorithm == AlphaAlgorithm.GATE and state.stage in _GATE_STAGES
+    return {
+        "_extra_state_version": EXTRA_STATE_VERSION,
+        "isolate_gradients": state.isolate_gradients,
+        "blend_algorithm_id": state.blend_algorithm_id,
+        "blend_tempo_epochs": state.blend_tempo_epochs,
+        "blend_alpha_target": state.blend_alpha_target,
+        "resolved_topology": state.topology,
+        "seed_state": None if state.stage == SeedStage.DORMANT else seed_state_to_esper_lite(state),
+        "alpha_schedule_config": (
+            {
+                "algorithm_id": "gated",
+                "total_steps": max(1, state.blend_tempo_epochs),
+                "current_step": state.alpha_controller.alpha_steps_done,
+            }
+            if gated
+            else None
+        ),
+    }
+
+
+def _check_states(model: Model, states: Any) -> Mapping[str, SeedState]:
+    if not isinstance(states, Mapping):
+        raise CheckpointError(f"states must be a mapping slot_id -> SeedState; got {type(states).__name__}")
+    unknown = sorted(set(states) - set(model.slot_order))
+    if unknown:
+        raise CheckpointError(
+            f"states has slot id(s) {unknown} that are not enabled in the model; enabled slots: {list(model.slot_order)}"
+        )
+    for slot_id in model.slot_order:
+        stage = model.stage(slot_id)
+        state = states.get(slot_id)
+        if state is None:
+            if stage != SeedStage.DORMANT:
+                raise CheckpointError(
+                    f"slot {slot_id!r} is in stage {stage.name} but states has no SeedState for it; "
+                    f"esper-lite's _extra_state needs the lifecycle state of every slot that is not DORMANT"
+                )
+            continue
+        if not isinstance(state, SeedState):
+            raise CheckpointError(f"states[{slot_id!r}] must be a SeedState; got {type(state).__name__}")
+        if state.slot_id != slot_id:
+            raise CheckpointError(f"states[{slot_id!r}] is the state of slot {state.slot_id!r}")
+        if state.stage != stage:
+            raise CheckpointError(
+                f"states[{slot_id!r}] is in stage {state.stage.name} but the model has the slot in stage {stage.name}; "
+                f"update the model with ef.set_stages(model, params, states)"
+            )
+        slot = model.slot(slot_id)
+        if slot is not None and (state.blueprint_id != slot.blueprint_id or state.alpha_algorithm != slot.algorithm):
+            raise CheckpointError(
+                f"states[{slot_id!r}] describes a {state.blueprint_id!r} seed with {state.alpha_algorithm.name}, "
+                f"but the model's slot holds a {slot.blueprint_id!r} seed with {slot.algorithm.name}"
+            )
+    return states
+
+
+def to_state_dict(
+    model: Model,
+    params: Params,
+    buffers: Buffers,
+    *,
+    states: Mapping[str, SeedState] | None = None,
+) -> dict[str, Any]:
+    """The model as a flat dict with esper-lite ``MorphogeneticModel`` key names.
+
+    Keys, in the order ``torch.nn.Module.state_dict()`` of esper-lite's model
+    lists them: the host's (``host.<name>``, parameters and buffers, with tied
+    aliases such as ``host.head.weight`` mapped to the same tensor as
+    ``host.tok_emb.weight``), then, for each slot in ``model.slot_order``,
+    ``seed_slots.<id>._extra_state`` (only when ``states`` is given),
+    ``seed_slots.<id>.seed.<name>`` and ``seed_slots.<id>.alpha_schedule.<name>``
+    (GATE seeds).
+
+    Args:
+        model, params, buffers: as from :func:`esper_func.build_model`.
+        states: per-slot lifecycle states (``slot_id -> SeedState``). When
+            given, every enabled slot gets an ``_extra_state`` entry in
+            esper-lite's ``SeedSlot.get_extra_state()`` layout (version 1; see
+            :func:`extra_state_from_state`). A slot missing from ``states``
+            must be DORMANT in the model and is written as an empty slot. Each
+            state must match the model (slot id, stage, blueprint, algorithm).
+
+    Returns:
+        A new dict; its tensor values are the caller's tensors (not copies).
+
+    Note:
+        A GATE seed in GERMINATED or TRAINING has gate parameters here, so
+        they are written (the round trip through :func:`from_state_dict` is
+        exact); esper-lite has no gate before BLENDING, so its strict
+        ``load_state_dict`` would report those ``alpha_schedule`` keys as
+        unexpected. :func:`from_esper_lite` accepts them either way.
+
+    Raises:
+        ParamsMismatchError: ``params`` / ``buffers`` do not fit ``model``.
+        CheckpointError: ``states`` does not fit ``model``.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"to_state_dict takes an esper_func Model first; got {type(model).__name__}")
+    _check_tree(model, params, buffers)
+    checked = None if states is None else _check_states(model, states)
+
+    out: dict[str, Any] = {}
+    for key, kind, name, _ in _host_layout(model):
+        out[key] = buffers["host"][name] if kind == "buffer" else params["host"][name]
+    for slot_id in model.slot_order:
+        if checked is not None:
+            out[extra_state_key(slot_id)] = extra_state_from_state(checked.get(slot_id), topology=None)
+        slot = model.slot(slot_id)
+        if slot is None:
+            continue
+        for key, group, name, _ in _slot_layout(slot_id, slot):
+            out[key] = params["slots"][slot_id][group][name]
+    return out
+
+
+# --------------------------------------------------------------------------- from_state_dict
+
+
+def _check_tensor(key: str, value: Any, meta: Tensor) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise CheckpointError(f"checkpoint key {key!r} must be a torch.Tensor; got {type(value).__name__}")
+    if tuple(value.shape) != tuple(meta.shape):
+        raise CheckpointError(
+            f"checkpoint key {key!r} has shape {tuple(value.shape)}, expected {tuple(meta.shape)}"
+        )
+    if meta.is_floating_point():
+        if not value.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint key {key!r} has dtype {value.dtype}, expected a floating-point dtype (like {meta.dtype})"
+            )
+    elif value.dtype != meta.dtype:
+        raise CheckpointError(f"checkpoint key {key!r} has dtype {value.dtype}, expected {meta.dtype}")
+    return value
+
+
+def _slot_of(key: str) -> str | None:
+    if not key.startswith(SLOTS_PREFIX):
+        return None
+    slot_id, dot, _ = key[len(SLOTS_PREFIX) :].partition(".")
+    return slot_id if dot and slot_id else None
+
+
+def _read_tensors(
+    model: Model, state_dict: Mapping[str, Any], *, optional_gates: frozenset[str] = frozenset()
+) -> tuple[Params, Buffers, list[str]]:
+    """Read every tensor ``model`` needs; returns ``(params, buffers, slots whose gate was absent)``.
+
+    ``_extra_state`` entries of enabled slots are ignored. A slot in
+    ``optional_gates`` may lack *all* its gate keys.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"a state dict must be a mapping of key -> tensor; got {type(state_dict).__name__}")
+    for key in state_dict:
+        if not isinstance(key, str):
+            raise CheckpointError(f"state dict keys must be strings; got {type(key).__name__} {key!r}")
+
+    host_layout = _host_layout(model)
+    slot_layouts = {sid: _slot_layout(sid, model.slot(sid)) for sid in model.seeded}  # type: ignore[arg-type]
+    expected = {key for key, *_ in host_layout}
+    for layout in slot_layouts.values():
+        expected.update(key for key, *_ in layout)
+    ignored = {extra_state_key(sid) for sid in model.slot_order}
+
+    absent_gates = []
+    for sid in sorted(optional_gates & set(slot_layouts)):
+        gate_keys = {key for key, group, *_ in slot_layouts[sid] if group == "gate"}
+        if gate_keys and not (gate_keys & set(state_dict)):
+            expected -= gate_keys
+            absent_gates.append(sid)
+
+    missing = sorted(expected - set(state_dict))
+    if missing:
+        raise CheckpointError(f"checkpoint is missing {len(missing)} key(s) the model needs: {_listing(missing)}")
+    unexpected = sorted(set(state_dict) - expected - ignored)
+    if unexpected:
+        slot_ids = sorted({sid for key in unexpected if (sid := _slot_of(key)) is not None} - set(model.slot_order))
+        hint = (
+            f"; slot id(s) {slot_ids} are not enabled in the model (enabled: {list(model.slot_order)})" if slot_ids else ""
+        )
+        raise CheckpointError(
+            f"checkpoint has {len(unexpected)} unexpected key(s): {_listing(unexpected)}{hint}; "
+            f"expected exactly the host's keys ({HOST_PREFIX}...) and those of the seeded slots {list(model.seeded)}"
+        )
+
+    host_params: dict[str, Tensor] = {}
+    host_buffers: dict[str, Tensor] = {}
+    tied: list[tuple[str, str, Tensor]] = []
+    for key, kind, name, meta in host_layout:
+        value = _check_tensor(key, state_dict[key], meta)
+        if kind == "param":
+            host_params[name] = value
+        elif kind == "buffer":
+            host_buffers[name] = value
+        else:
+            tied.append((key, name, value))
+    for key, master, value in tied:
+        reference = host_params[master]
+        if value is not reference and not torch.equal(value, reference):
+            raise CheckpointError(
+                f"checkpoint key {key!r} is tied to {host_key(master)!r} (the same parameter) but holds "
+                f"different values; a tied pair must hold one tensor"
+            )
+
+    slot_params: dict[str, dict[str, dict[str, Tensor]]] = {}
+    for sid, layout in slot_layouts.items():
+        groups: dict[str, dict[str, Tensor]] = {"seed": {}}
+        for key, group, name, meta in layout:
+            if sid in absent_gates and group == "gate":
+                continue
+            groups.setdefault(group, {})[name] = _check_tensor(key, state_dict[key], meta)
+        slot_params[sid] = groups
+    return {"host": host_params, "slots": slot_params}, {"host": host_buffers}, absent_gates
+
+
+def from_state_dict(model: Model, state_dict: Mapping[str, Any]) -> tuple[Params, Buffers]:
+    """Read ``(params, buffers)`` for ``model`` from a dict with esper-lite key names.
+
+    The inverse of :func:`to_state_dict` for a model whose structure you
+    already have (use :func:`from_esper_lite` to rebuild the structure from
+    the checkpoint). ``_extra_state`` entries of the model's slots are ignored.
+
+    Strict: every key the model needs must be present and no other; each
+    value must be a tensor of the expected shape; a floating-point entry may
+    come in any floating dtype (kept as is), any other entry (such as
+    BatchNorm's ``num_batches_tracked``) must have exactly the expected dtype.
+    A tied alias (``host.head.weight``) must equal its master
+    (``host.tok_emb.weight``); the master's tensor is used.
+
+    Returns:
+        New dicts holding the checkpoint's own tensors (not copies; nothing
+        is mutated).
+
+    Raises:
+        CheckpointError: naming the missing, unexpected or mismatched key(s)
+            and what was expected.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"from_state_dict takes an esper_func Model first; got {type(model).__name__}")
+    params, buffers, _ = _read_tensors(model, state_dict)
+    return params, buffers
+
+
+# --------------------------------------------------------------------------- from_esper_lite
+
+
+def _read_extra(key: str, extra: Any) -> Mapping[str, Any]:
+    if not isinstance(extra, Mapping):
+        raise CheckpointError(
+            f"{key!r} must be the dict written by esper-lite's SeedSlot.get_extra_state(); got {type(extra).__name__}"
+        )
+    if "_extra_state_version" not in extra:
+        raise CheckpointError(f"{key!r} has no '_extra_state_version'; expected version {EXTRA_STATE_VERSION}")
+    version = extra["_extra_state_version"]
+    if version != EXTRA_STATE_VERSION or isinstance(version, bool):
+        raise CheckpointError(
+            f"{key!r} has _extra_state_version {version!r}; this esper_func reads version {EXTRA_STATE_VERSION} "
+            f"(esper-lite SeedSlot._EXTRA_STATE_VERSION)"
+        )
+    missing = [name for name in _EXTRA_STATE_FIELDS if name not in extra]
+    if missing:
+        raise CheckpointError(f"{key!r} is missing field(s) {missing}; esper-lite writes all of {list(_EXTRA_STATE_FIELDS)}")
+    return extra
+
+
+def _check_schedule_config(key: str, config: Any, state: SeedState | None) -> None:
+    if config is None:
+        return
+    path = f"{key}.alpha_schedule_config"
+    if state is None:
+        raise CheckpointError(f"{path!r} is set but seed_state is None; a gate needs a seed")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path!r} must be a dict or None; got {type(config).__name__}")
+    for name in ("algorithm_id", "total_steps", "current_step"):
+        if name not in config:
+            raise CheckpointError(f"{path!r} is missing field {name!r}")
+    if config["algorithm_id"] != "gated":
+        raise CheckpointError(
+            f"{path!r} has algorithm_id {config['algorithm_id']!r}; only 'gated' is supported (as in esper-lite)"
+        )
+    if state.alpha_algorithm != AlphaAlgorithm.GATE:
+        raise CheckpointError(
+            f"{path!r} is for 'gated' but the seed's alpha_algorithm is {state.alpha_algorithm.name}; expected GATE"
+        )
+    for name in ("total_steps", "current_step"):
+        value = config[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise CheckpointError(f"{path}.{name} must be an integer; got {type(value).__name__} {value!r}")
+
+
+def _reference_tensor(params: Params, slot_params: Mapping[str, Mapping[str, Tensor]]) -> Tensor | None:
+    for tensor in list(slot_params.get("seed", {}).values()) + list(params["host"].values()):
+        if tensor.is_floating_point():
+            return tensor
+    return None
+
+
+def _fresh_gate(slot: Slot, seed: int, reference: Tensor | None) -> dict[str, Tensor]:
+    with seeded(seed):
+        gate = GateNetwork(slot.channels, slot.topology)
+    out = {}
+    for name, tensor in gate.state_dict().items():
+        tensor = tensor.detach()
+        if reference is not None:
+            tensor = tensor.to(device=reference.device, dtype=reference.dtype)
+        out[name] = tensor.clone()
+    return out
+
+
+def from_esper_lite(
+    state_dict: Mapping[str, Any],
+    host: Host,
+    *,
+    registry: Registry | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Model, Params, Buffers, dict[str, SeedState]]:
+    """Open an esper-lite ``MorphogeneticModel`` checkpoint: structure, tensors and lifecycle.
+
+    Args:
+        state_dict: esper-lite's ``model.state_dict()`` (e.g. from
+            ``torch.load(path, weights_only=True)``), or :func:`to_state_dict`
+            output with ``states``.
+        host: the host spec the checkpoint was trained with
+            (:class:`~esper_func.hosts.CNNHost` / :class:`~esper_func.hosts.TransformerHost`
+            with the same constructor arguments).
+        registry: where the seeds' blueprints are looked up (default
+            :func:`esper_func.default_registry`).
+        generator: source of the gate networks that esper-lite had not created
+            yet (see below); read, not advanced. ``None``: a fixed seed.
+
+    The enabled slots are the slot ids under ``seed_slots.``, in the host's
+    execution order. Each needs its ``_extra_state`` (version 1) with every
+    field esper-lite writes. ``seed_state`` ``None`` is an empty DORMANT slot.
+    Otherwise the state is read with
+    :func:`~esper_func.lifecycle.seed_state_from_esper_lite` and, for a live
+    seed (GERMINATED to FOSSILIZED), the slot is the registry's blueprint at
+    the host's channel width with the state's ``alpha_algorithm``; its
+    ``seed.*`` tensors are required. In PRUNED, EMBARGOED and RESETTING
+    esper-lite has dropped the module, so there must be no seed tensors.
+
+    A GATE seed's gate (``alpha_schedule.*``) is required from BLENDING on.
+    esper-lite creates it only when blending starts, so in GERMINATED and
+    TRAINING the checkpoint may have none: the gate is then initialised as
+    esper-lite will initialise it (PyTorch's default ``nn.Linear`` init) from
+    a seed drawn from ``generator`` for the slot's position in
+    ``host.slot_ids``. It does not affect predictions there: the slot is the
+    identity in GERMINATED and the straight-through incubator at alpha 0 in
+    TRAINING.
+
+    Returns:
+        ``(model, params, buffers, states)``. ``states`` maps each slot id
+        whose ``seed_state`` is not ``None`` to its ``SeedState``; DORMANT
+        (empty) slots are omitted, which :func:`esper_func.alphas_of` reads as
+        alpha 0 and :func:`esper_func.set_stages` leaves alone. Predictions
+        equal esper-lite's with ``ef.predict(model, params, buffers,
+        ef.alphas_of(model, states), x)``. Tensors are the checkpoint's own.
+
+    Raises:
+        CheckpointError: an unknown slot id (lists the host's), a missing
+            ``_extra_state`` or field, an unknown ``_extra_state_version`` or
+            ``SeedMetrics`` schema version, an unknown blueprint (lists the
+            available ones), missing / unexpected keys, wrong shapes or dtypes.
+            The message names the key.
+    """
+    if not isinstance(host, (CNNHost, TransformerHost)):
+        raise TypeError(f"host must be a CNNHost or TransformerHost spec; got {type(host).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"a state dict must be a mapping of key -> tensor; got {type(state_dict).__name__}")
+    registry = default_registry() if registry is None else registry
+
+    known = host.slot_ids
+    seen: set[str] = set()
+    for key in state_dict:
+        if not isinstance(key, str):
+            raise CheckpointError(f"state dict keys must be strings; got {type(key).__name__} {key!r}")
+        try:
+            kind, slot_id, _ = parse_model_key(key)
+        except ValueError:
+            raise CheckpointError(
+                f"unexpected checkpoint key {key!r}; esper-lite MorphogeneticModel keys are "
+                f"'{HOST_PREFIX}<name>', '{SLOTS_PREFIX}<slot>.{EXTRA_STATE_KEY}', "
+                f"'{SLOTS_PREFIX}<slot>.{SEED_PREFIX}<name>' and '{SLOTS_PREFIX}<slot>.{GATE_PREFIX}<name>'"
+            ) from None
+        if slot_id is not None:
+            if slot_id not in known:
+                raise CheckpointError(
+                    f"checkpoint key {key!r} names slot {slot_id!r}, which the {type(host).__name__} does not have; "
+                    f"its slot ids (execution order): {list(known)}"
+                )
+            seen.add(slot_id)
+    order = tuple(sid for sid in known if sid in seen)
+
+    slots: list[Slot | None] = []
+    stages: list[SeedStage] = []
+    states: dict[str, SeedState] = {}
+    pre_gate: set[str] = set()
+    for slot_id in order:
+        key = extra_state_key(slot_id)
+        if key not in state_dict:
+            raise CheckpointError(
+                f"checkpoint is missing {key!r}; esper-lite writes every slot's lifecycle state there "
+                f"(SeedSlot.get_extra_state) and it is needed to rebuild slot {slot_id!r}"
+            )
+        extra = _read_extra(key, state_dict[key])
+        raw = extra["seed_state"]
+        state = None
+        if raw is not None:
+            fields = dict(extra)
+            if fields["resolved_topology"] is None:
+                fields["resolved_topology"] = host.topology
+            try:
+                state = seed_state_from_esper_lite(raw, extra=fields)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{key!r}: {exc}") from exc
+            if state.slot_id != slot_id:
+                raise CheckpointError(f"{key!r} holds the seed state of slot {state.slot_id!r}, expected {slot_id!r}")
+            if state.topology != host.topology:
+                raise CheckpointError(
+                    f"{key!r} has resolved_topology {state.topology!r} but the host is a {host.topology} host"
+                )
+        _check_schedule_config(key, extra["alpha_schedule_config"], state)
+
+        if state is None or not has_seed(state):
+            slots.append(None)
+            stages.append(SeedStage.DORMANT if state is None else state.stage)
+            tensor_keys = sorted(
+                k for k in state_dict if k.startswith(f"{SLOTS_PREFIX}{slot_id}.") and k != key
+            )
+            if tensor_keys:
+                what = "no seed (seed_state is None)" if state is None else f"no seed in stage {state.stage.name}"
+                raise CheckpointError(
+                    f"slot {slot_id!r} has {what}, so esper-lite has no module there, but the checkpoint has "
+                    f"unexpected key(s) {_listing(tensor_keys)}"
+                )
+        else:
+            try:
+                blueprint = registry.get(host.topology, state.blueprint_id)
+            except UnknownBlueprintError as exc:
+                raise CheckpointError(f"{key!r}: seed_state.blueprint_id: {exc}") from exc
+            slot = Slot(blueprint, host.slot_channels(slot_id), state.alpha_algorithm)
+            slots.append(slot)
+            stages.append(state.stage)
+            if slot.algorithm == AlphaAlgorithm.GATE and state.stage in _PRE_GATE_STAGES:
+                pre_gate.add(slot_id)
+        if state is not None:
+            states[slot_id] = state
+
+    model = Model(host, order, tuple(slots), tuple(stages))
+    params, buffers, absent_gates = _read_tensors(model, state_dict, optional_gates=frozenset(pre_gate))
+    if absent_gates:
+        seeds = split_seeds(generator, len(known))
+        slot_params = dict(params["slots"])
+        for slot_id in absent_gates:
+            slot = model.slot(slot_id)
+            assert slot is not None
+            reference = _reference_tensor(params, slot_params[slot_id])
+            gate = _fresh_gate(slot, seeds[known.index(slot_id)], reference)
+            slot_params[slot_id] = {**slot_params[slot_id], "gate": gate}
+        params = {"host": params["host"], "slots": slot_params}
+    return model, params, buffers, states
