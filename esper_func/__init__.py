@@ -14,8 +14,13 @@ from esper_func.alpha import AlphaMode as AlphaMode
 from esper_func.alpha import retarget as retarget
 from esper_func.alpha import tick as tick
 
-# Attribution and counterfactuals
+# Submodules with their own namespaces
+from esper_func import checkpoint as checkpoint
 from esper_func import counterfactual as counterfactual
+from esper_func import data as data
+from esper_func import optim as optim
+
+# Attribution and counterfactuals
 from esper_func.attribution import alpha_grid as alpha_grid
 from esper_func.attribution import banzhaf as banzhaf
 from esper_func.attribution import interactions as interactions

@@ -1,0 +1,229 @@
+"""Counterfactual sweeps, evaluation and alpha gradients."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.func import vmap
+
+import esper_func as ef
+from esper_func.counterfactual import sweep_plan_stats
+from esper_func.errors import DTypeError, ShapeError
+
+S = ef.SeedStage
+A = ef.AlphaAlgorithm
+CNN = ef.CNNHost(n_blocks=3, base_channels=8)  # 6 slots: r0c0 r1c0 r0c1 r1c1 r0c2 r1c2
+TFM = ef.TransformerHost(vocab_size=32, n_embd=16, n_head=2, n_layer=4, block_size=8, num_segments=4, dropout=0.0)
+STAGES = [S.GERMINATED, S.TRAINING, S.BLENDING, S.HOLDING, S.FOSSILIZED]
+
+
+@cache
+def registry() -> ef.Registry:
+    return ef.default_registry()
+
+
+@cache
+def make(host, seeds: tuple[tuple[str, str, A, S], ...]):
+    """A model with ``(slot_id, blueprint, algorithm, stage)`` seeds, weights moved off identity."""
+    model, params, buffers = ef.build_model(host, host.slot_ids, generator=torch.Generator().manual_seed(0))
+    for k, (sid, name, algorithm, stage) in enumerate(seeds):
+        model, params = ef.add_seed(
+            model, params, sid, registry(), name, algorithm=algorithm, stage=stage,
+            generator=torch.Generator().manual_seed(k + 1),
+        )
+    g = torch.Generator().manual_seed(5)
+    slots = {
+        sid: {grp: {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in d.items()} for grp, d in sp.items()}
+        for sid, sp in params["slots"].items()
+    }
+    return model, {"host": params["host"], "slots": slots}, buffers
+
+
+def inputs(host, batch: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return host.example_input(batch, g, image_size=8) if host.topology == "cnn" else host.example_input(batch, g, seq_len=5)
+
+
+def stacked_predict(model, params, buffers, x, grid):
+    return torch.stack([ef.predict(model, params, buffers, row, x) for row in grid])
+
+
+@st.composite
+def models(draw):
+    host = draw(st.sampled_from([CNN, TFM]))
+    n_active = draw(st.integers(1, len(host.slot_ids)))
+    slot_ids = draw(st.permutations(host.slot_ids))[:n_active]
+    names = registry().names(host.topology)
+    seeds = tuple(
+        (sid, draw(st.sampled_from(names)), draw(st.sampled_from(list(A))), draw(st.sampled_from(STAGES)))
+        for sid in sorted(slot_ids, key=host.slot_ids.index)
+    )
+    return host, seeds
+
+
+@st.composite
+def grids(draw, n: int):
+    kind = draw(st.sampled_from(["binary", "any"]))
+    k = draw(st.integers(1, 9))
+    values = st.sampled_from([0.0, 1.0]) if kind == "binary" else st.sampled_from([0.0, 0.25, 0.5, 1.0])
+    rows = draw(st.lists(st.lists(values, min_size=n, max_size=n), min_size=k, max_size=k))
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- equivalence
+
+
+@given(models(), st.data())
+def test_sweep_equals_stacked_predict(spec, data):
+    host, seeds = spec
+    model, params, buffers = make(host, seeds)
+    grid = data.draw(grids(model.n_slots))
+    x = inputs(host, seed=data.draw(st.integers(0, 5)))
+    torch.testing.assert_close(
+        ef.sweep(model, params, buffers, x, grid), stacked_predict(model, params, buffers, x, grid), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 7, 1000])
+def test_chunked_sweeps_equal_the_unchunked_one(max_batch):
+    seeds = tuple((sid, "conv_light", A.ADD, S.BLENDING) for sid in CNN.slot_ids[:4])
+    model, params, buffers = make(CNN, seeds)
+    grid = ef.alpha_grid("full_factorial", model.n_slots)
+    x = inputs(CNN)
+    full = ef.sweep(model, params, buffers, x, grid)
+    torch.testing.assert_close(ef.sweep(model, params, buffers, x, grid, max_batch=max_batch), full, rtol=1e-6, atol=1e-6)
+
+
+def test_prefix_tree_branches_only_where_alphas_differ():
+    seeds = (("r0c0", "norm", A.ADD, S.BLENDING), ("r0c1", "norm", A.ADD, S.BLENDING), ("r0c2", "norm", A.ADD, S.BLENDING))
+    model, _, _ = make(CNN, seeds)
+    # r1c* are empty: their columns are ignored. The first routed slot never varies.
+    grid = torch.tensor([[1.0, 0, 0, 0, 0, 0], [1.0, 1, 1, 1, 0, 0], [1.0, 0, 1, 0, 1, 1]])
+    assert sweep_plan_stats(model, grid) == [1, 2, 3]
+    assert sweep_plan_stats(model, ef.alpha_grid("full_factorial", 6)) == [2, 4, 8]
+
+
+def test_sweep_is_the_same_under_vmap_compile_and_inference_mode():
+    seeds = (("r0c0", "conv_light", A.GATE, S.BLENDING), ("r1c1", "conv_small", A.MULTIPLY, S.TRAINING))
+    model, params, buffers = make(CNN, seeds)
+    grid = ef.alpha_grid("ablation", model.n_slots)
+    x = inputs(CNN)
+    expected = stacked_predict(model, params, buffers, x, grid)
+    with torch.inference_mode():
+        torch.testing.assert_close(ef.sweep(model, params, buffers, x, grid), expected, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda inp: ef.sweep(model, params, buffers, inp, grid), backend="eager")
+    torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
+    population = [make(CNN, seeds)[1], {**params, "slots": {s: {g: {k: v * 1.1 for k, v in d.items()} for g, d in sp.items()} for s, sp in params["slots"].items()}}]
+    stacked = torch.utils._pytree.tree_map(lambda *ts: torch.stack(ts), *population)
+    batched = vmap(lambda p: ef.sweep(model, p, buffers, x, grid))(stacked)
+    for i, p in enumerate(population):
+        torch.testing.assert_close(batched[i], stacked_predict(model, p, buffers, x, grid), rtol=1e-5, atol=1e-5)
+
+
+def test_a_counterfactual_inside_a_training_step_changes_nothing():
+    seeds = (("r0c0", "conv_light", A.ADD, S.BLENDING), ("r0c1", "norm", A.GATE, S.BLENDING))
+    model, params, buffers = make(CNN, seeds)
+    x, y = inputs(CNN, batch=4), torch.tensor([0, 1, 2, 3])
+    alphas = torch.full((model.n_slots,), 0.6)
+
+    def step(with_sweep: bool):
+        leaves = torch.utils._pytree.tree_map(lambda t: t.clone().requires_grad_(t.is_floating_point()), params)
+        out, new_buffers = ef.apply(model, leaves, buffers, alphas, x, train=True)
+        if with_sweep:
+            ef.sweep(model, leaves, buffers, x, ef.alpha_grid("full_factorial", model.n_slots))
+        flat = torch.utils._pytree.tree_leaves(leaves)
+        grads = torch.autograd.grad(F.cross_entropy(out, y), flat)
+        return grads, new_buffers
+
+    plain, plain_buffers = step(False)
+    swept, swept_buffers = step(True)
+    for a, b in zip(plain, swept, strict=True):
+        assert torch.equal(a, b)
+    for k in plain_buffers["host"]:
+        assert torch.equal(plain_buffers["host"][k], swept_buffers["host"][k])
+
+
+def test_sweep_leaves_inputs_unchanged():
+    model, params, buffers = make(CNN, (("r0c0", "conv_light", A.ADD, S.BLENDING),))
+    x = inputs(CNN)
+    grid = ef.alpha_grid("full_factorial", model.n_slots)
+    before = torch.utils._pytree.tree_map(torch.clone, (params, buffers, x, grid))
+    ef.sweep(model, params, buffers, x, grid)
+    after = (params, buffers, x, grid)
+    for a, b in zip(torch.utils._pytree.tree_leaves(before), torch.utils._pytree.tree_leaves(after), strict=True):
+        assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- evaluate and gradients
+
+
+def test_evaluate_streams_loss_and_accuracy_per_configuration():
+    model, params, buffers = make(CNN, (("r0c0", "conv_light", A.ADD, S.BLENDING), ("r0c2", "norm", A.ADD, S.BLENDING)))
+    grid = ef.alpha_grid("full_factorial", model.n_slots)[:5]
+    xs = [inputs(CNN, batch=b, seed=s) for s, b in ((0, 3), (1, 2))]
+    ys = [torch.tensor([1, 2, 3]), torch.tensor([4, 5])]
+    result = ef.evaluate(model, params, buffers, zip(xs, ys, strict=True), grid, loss_fn=F.cross_entropy)
+    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    for k, row in enumerate(grid):
+        logits = ef.predict(model, params, buffers, row, x_all)
+        torch.testing.assert_close(result.loss[k], F.cross_entropy(logits, y_all), rtol=1e-5, atol=1e-6)
+        assert result.accuracy[k] == pytest.approx((logits.argmax(-1) == y_all).float().mean().item())
+    assert result.count == 5
+
+
+def test_evaluate_on_token_sequences_counts_tokens():
+    model, params, buffers = make(TFM, (("r0c1", "lora", A.ADD, S.BLENDING),))
+    x = inputs(TFM, batch=2)
+    y = torch.randint(0, 32, x.shape, generator=torch.Generator().manual_seed(1))
+    grid = ef.alpha_grid("ablation", model.n_slots)
+    result = ef.evaluate(model, params, buffers, [(x, y)], grid, loss_fn=F.cross_entropy)
+    logits = ef.predict(model, params, buffers, grid[0], x)
+    torch.testing.assert_close(result.loss[0], F.cross_entropy(logits.reshape(-1, 32), y.reshape(-1)), rtol=1e-5, atol=1e-6)
+    assert result.count == x.numel()
+
+
+def test_alpha_sensitivity_is_the_gradient_of_the_loss():
+    model, params, buffers = make(CNN, (("r0c0", "conv_light", A.ADD, S.BLENDING), ("r0c1", "norm", A.MULTIPLY, S.BLENDING)))
+    x, y = inputs(CNN, batch=4), torch.tensor([0, 1, 2, 3])
+    alphas = torch.full((model.n_slots,), 0.5)
+    sens = ef.alpha_sensitivity(model, params, buffers, x, y, alphas, loss_fn=F.cross_entropy)
+    leaf = alphas.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.cross_entropy(ef.predict(model, params, buffers, leaf, x), y), leaf)
+    torch.testing.assert_close(sens, expected)
+    empty = [i for i, sid in enumerate(model.slot_order) if model.slot(sid) is None]
+    assert bool((sens[empty] == 0).all())
+    eps = 1e-3
+    i = model.index("r0c0")
+    bumped = alphas.clone()
+    bumped[i] += eps
+    finite = (F.cross_entropy(ef.predict(model, params, buffers, bumped, x), y) - F.cross_entropy(ef.predict(model, params, buffers, alphas, x), y)) / eps
+    assert sens[i].item() == pytest.approx(finite.item(), rel=1e-2, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_grids_raise_clear_errors():
+    model, params, buffers = make(CNN, (("r0c0", "norm", A.ADD, S.BLENDING),))
+    x = inputs(CNN)
+    n = model.n_slots
+    with pytest.raises(ShapeError, match=f"\\[K, {n}\\]"):
+        ef.sweep(model, params, buffers, x, torch.zeros(2, n + 1))
+    with pytest.raises(ShapeError, match="empty"):
+        ef.sweep(model, params, buffers, x, torch.zeros(0, n))
+    with pytest.raises(ValueError, match="NaN"):
+        ef.sweep(model, params, buffers, x, torch.full((1, n), float("nan")))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ef.sweep(model, params, buffers, x, torch.full((1, n), 1.5))
+    with pytest.raises(DTypeError):
+        ef.sweep(model, params, buffers, x, torch.zeros(1, n, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_batch"):
+        ef.sweep(model, params, buffers, x, torch.zeros(1, n), max_batch=0)
+    with pytest.raises(ValueError, match="at least one batch"):
+        ef.evaluate(model, params, buffers, [], torch.zeros(1, n), loss_fn=F.cross_entropy)
