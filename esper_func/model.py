@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Hashable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ from esper_func._rng import seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
-from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError
+from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError, UnknownBlueprintError
 from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
 from esper_func.slot import SeedFeatures, Slot, SlotParams, check_slot_params, germinate_slot, init_slot_params
 from esper_func.stages import SeedStage, is_active_stage, is_failure_stage
@@ -53,6 +53,8 @@ __all__ = [
     "remove_seed",
     "set_stages",
     "alphas_of",
+    "model_from_dict",
+    "model_to_dict",
 ]
 
 #: ``{"host": {name: tensor}, "slots": {slot_id: SlotParams}}``.
@@ -533,3 +535,57 @@ def alphas_of(model: Model, states: Mapping[str, Any], *, dtype: torch.dtype = t
 
 def _with_slot_params(params: Params, slot_id: str, slot_params: SlotParams) -> Params:
     return {**params, "slots": {**params["slots"], slot_id: slot_params}}
+
+
+# --------------------------------------------------------------------------- serialisation
+
+_HOST_TYPES: dict[str, type] = {"CNNHost": CNNHost, "TransformerHost": TransformerHost}
+
+
+def model_to_dict(model: Model) -> dict[str, Any]:
+    """The model's static structure as a JSON-compatible dict (see :func:`model_from_dict`)."""
+    slots = []
+    for slot in model.slots:
+        if slot is None:
+            slots.append(None)
+            continue
+        slots.append(
+            {
+                "topology": slot.topology,
+                "blueprint": slot.blueprint_id,
+                "channels": slot.channels,
+                "algorithm": int(slot.algorithm),
+                "blueprint_kwargs": [[k, v] for k, v in slot.blueprint_kwargs],
+            }
+        )
+    return {
+        "host": {"type": type(model.host).__name__, **dataclasses.asdict(model.host)},
+        "slot_order": list(model.slot_order),
+        "slots": slots,
+        "stages": [int(s) for s in model.stages],
+    }
+
+
+def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
+    """Rebuild a :class:`Model` written by :func:`model_to_dict`; blueprints come from ``registry``.
+
+    Raises ``ValueError`` (or the registry's ``UnknownBlueprintError``) for a
+    malformed description, naming the offending field.
+    """
+    try:
+        host_fields = dict(data["host"])
+        host_type = _HOST_TYPES[host_fields.pop("type")]
+        host = host_type(**host_fields)
+        slots = []
+        for entry in data["slots"]:
+            if entry is None:
+                slots.append(None)
+                continue
+            blueprint = registry.get(entry["topology"], entry["blueprint"])
+            kwargs = tuple((k, v) for k, v in entry["blueprint_kwargs"])
+            slots.append(Slot(blueprint, int(entry["channels"]), AlphaAlgorithm(entry["algorithm"]), kwargs))
+        return Model(host, tuple(data["slot_order"]), tuple(slots), tuple(SeedStage(s) for s in data["stages"]))
+    except UnknownBlueprintError:
+        raise
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed model description: {exc!r}; expected the layout of model_to_dict()") from exc
