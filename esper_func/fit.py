@@ -1,0 +1,463 @@
+"""The epoch loop: train, validate, attribute, decide, advance the lifecycle.
+
+One epoch of :func:`run_epoch` is, in order:
+
+1. train: :func:`~esper_func.train.train_step` over the epoch's batches (the
+   order is a pure function of ``(seed, epoch)``; each rank takes its shard);
+2. validate, and measure each blended seed's counterfactual contribution in
+   the same pass: :func:`esper_func.sweep` over an ablation grid (the real
+   alphas, then each seed's alpha set to 0) on the validation set;
+3. govern: a NaN/inf or spiking validation loss rolls the run back to the last
+   good state and prunes the newest seed (``"governor_rollback"``);
+4. record accuracy and contribution into every seed's state;
+5. ask the controller for an action and apply it (germinate, advance,
+   fossilize, prune);
+6. ``step_epoch`` every slot (alpha ramps, auto-forward gates, the cooldown
+   after a prune), then bring the model's structure in line with the states.
+
+Every number a decision reads (losses, accuracies, sweep results, gradient
+norms) has been reduced across ranks by the :class:`~esper_func.train.Reducer`
+first, so with data parallelism every rank takes the same decisions with no
+broadcast. Everything is pure: the loop returns new values, and rollback is
+keeping the old ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from esper_func.blend import AlphaAlgorithm
+from esper_func.blueprints import Registry
+from esper_func.controller import Action, ActionKind, Controller, HeuristicConfig, Observation, SlotView, apply_action, heuristic
+from esper_func.counterfactual import sweep
+from esper_func.data import Dataset, batch_indices, batches
+from esper_func.events import LifecycleEvent, SeedPruned
+from esper_func.gates import GateLevel, Gates
+from esper_func.governor import (
+    ROLLBACK_PRUNE_REASON,
+    GovernorConfig,
+    GovernorState,
+    Verdict,
+    governor_check,
+    governor_init,
+    newest_seed,
+)
+from esper_func.lifecycle import SeedState, has_seed, prune, record_accuracy, record_contribution, step_epoch
+from esper_func.model import Model, add_seed, alphas_of, set_stages
+from esper_func.optim import Optimizer, reinit_like
+from esper_func.stages import SeedStage, is_active_stage
+from esper_func.train import LocalReducer, LossFn, Reducer, TrainState, train_step
+
+__all__ = ["EpochRecord", "FitConfig", "FitResult", "LoopState", "fit", "event_to_dict", "run_epoch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Static settings of a run.
+
+    Attributes:
+        epochs: epochs to run (1-based; esper-lite counts epochs from 1).
+        batch_size: training batch size per rank.
+        seed: data order and the run's RNG key.
+        gates: quality gates for lifecycle transitions.
+        auto_forward: gate levels ``step_epoch`` may pass on its own.
+        governor: the loss governor's thresholds.
+        val_batch_size: validation batch size (per rank).
+        max_batch: bound on samples per host segment in the contribution sweep.
+    """
+
+    epochs: int
+    batch_size: int = 64
+    seed: int = 0
+    gates: Gates = dataclasses.field(default_factory=Gates)
+    auto_forward: frozenset[GateLevel] = frozenset()
+    governor: GovernorConfig = dataclasses.field(default_factory=GovernorConfig)
+    val_batch_size: int = 512
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.val_batch_size < 1:
+            raise ValueError(
+                f"epochs must be >= 0 and batch sizes >= 1; got epochs={self.epochs}, "
+                f"batch_size={self.batch_size}, val_batch_size={self.val_batch_size}"
+            )
+        object.__setattr__(self, "auto_forward", frozenset(GateLevel(g) for g in self.auto_forward))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopState:
+    """What the loop carries from one epoch to the next besides the model and train state.
+
+    ``last_good`` is the ``(model, TrainState)`` a governor rollback returns
+    to: the state after the last epoch the governor judged OK.
+    """
+
+    epoch: int = 0
+    records: tuple[dict[str, Any], ...] = ()
+    events: tuple[LifecycleEvent, ...] = ()
+    event_epochs: tuple[int, ...] = ()
+    governor: GovernorState = dataclasses.field(default_factory=governor_init)
+    last_good: tuple[Model, TrainState] | None = None
+
+
+EpochRecord = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """``(model, state, loop)`` after the last epoch."""
+
+    model: Model
+    state: TrainState
+    loop: LoopState
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def event_to_dict(event: LifecycleEvent, epoch: int) -> dict[str, Any]:
+    """A JSON-compatible dict of ``event`` with its type and the run's ``epoch``."""
+    body = {k: _jsonable(v) for k, v in dataclasses.asdict(event).items()}
+    body["seed_epoch"] = body.pop("epoch")
+    return {"type": type(event).__name__, "epoch": epoch, **body}
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _validation_grid(model: Model, states: Mapping[str, SeedState]) -> tuple[Tensor, list[str]]:
+    """Row 0: the real alphas; then one row per blended seed with its alpha set to 0."""
+    alphas = alphas_of(model, states)
+    rows = [alphas]
+    contributors = []
+    for slot_id in model.seeded:
+        index = model.index(slot_id)
+        if is_active_stage(model.stage(slot_id)) and float(alphas[index]) > 0.0:
+            row = alphas.clone()
+            row[index] = 0.0
+            rows.append(row)
+            contributors.append(slot_id)
+    return torch.stack(rows), contributors
+
+
+def _validate(
+    model: Model,
+    state: TrainState,
+    data: Dataset,
+    config: FitConfig,
+    loss_fn: LossFn,
+    reducer: Reducer,
+    rank: int,
+    world_size: int,
+) -> tuple[float, float, dict[str, float]]:
+    """``(val_loss, val_accuracy, {slot: contribution in accuracy points})``, reduced over ranks."""
+    grid, contributors = _validation_grid(model, state.seeds)
+    k = grid.shape[0]
+    loss_sum = torch.zeros(k, dtype=torch.float64)
+    correct = torch.zeros(k, dtype=torch.float64)
+    count = torch.zeros((), dtype=torch.float64)
+    for x, y in batches(data.val, config.val_batch_size, shuffle=False, rank=rank, world_size=world_size):
+        out = sweep(model, state.params, state.buffers, x, grid, max_batch=config.max_batch)
+        logits = out.reshape(k, -1, out.shape[-1])
+        targets = y.reshape(-1)
+        n = targets.shape[0]
+        loss_sum += torch.stack([loss_fn(logits[i], targets).double() * n for i in range(k)])
+        correct += (logits.argmax(-1) == targets).sum(dim=1).double()
+        count += n
+    loss_sum, correct, count = reducer.sum((loss_sum, correct, count))
+    if float(count) == 0:
+        raise ValueError("the validation set is empty; a run needs validation data to take decisions")
+    losses, accuracy = loss_sum / count, correct / count
+    contributions = {sid: 100.0 * float(accuracy[0] - accuracy[i + 1]) for i, sid in enumerate(contributors)}
+    return float(losses[0]), float(accuracy[0]), contributions
+
+
+# --------------------------------------------------------------------------- structure sync
+
+
+def _sync_structure(
+    model: Model,
+    state: TrainState,
+    states: Mapping[str, SeedState],
+    *,
+    optimizer: Optimizer,
+    registry: Registry,
+    germinated: Mapping[str, tuple[str, AlphaAlgorithm]],
+    init_seed: int,
+) -> tuple[Model, TrainState]:
+    """Make the model's seeds and stages follow ``states``; rebuild the optimizer state to match."""
+    params = state.params
+    fresh = {}
+    for slot_id, (blueprint, algorithm) in germinated.items():
+        generator = torch.Generator().manual_seed(init_seed + model.index(slot_id))
+        model, params = add_seed(model, params, slot_id, registry, blueprint, algorithm=algorithm, generator=generator)
+        fresh[slot_id] = True
+    model, params = set_stages(model, params, {sid: s for sid, s in states.items() if sid in model.slot_order})
+    opt_state = state.opt_state
+    if params is not state.params:
+        opt_state = reinit_like(optimizer, opt_state, params, reset={"slots": fresh})
+    return model, dataclasses.replace(state, params=params, opt_state=opt_state, seeds=dict(states))
+
+
+def _host_param_count(state: TrainState) -> int:
+    return sum(t.numel() for t in state.params["host"].values())
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+def run_epoch(
+    model: Model,
+    state: TrainState,
+    loop: LoopState,
+    data: Dataset,
+    *,
+    optimizer: Optimizer,
+    config: FitConfig,
+    registry: Registry,
+    controller: Controller | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    reducer: Reducer | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[Model, TrainState, LoopState, EpochRecord]:
+    """Run epoch ``loop.epoch + 1``; returns the new ``(model, state, loop, record)``. Pure.
+
+    ``on_step(done, total)`` is called after each training step (progress display).
+    """
+    reducer = reducer or LocalReducer()
+    controller = controller or heuristic(HeuristicConfig())
+    epoch = loop.epoch + 1
+    if loop.last_good is None:
+        loop = dataclasses.replace(loop, last_good=(model, state))
+
+    # 1. train
+    total = len(batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                              rank=rank, world_size=world_size, drop_last=world_size > 1))
+    losses, accuracies = [], []
+    for done, batch in enumerate(
+        batches(data.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                rank=rank, world_size=world_size, drop_last=world_size > 1),
+        start=1,
+    ):
+        state, metrics = train_step(model, state, batch, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer)
+        losses.append(metrics.loss)
+        accuracies.append(metrics.accuracy)
+        if on_step is not None:
+            on_step(done, total)
+    train_loss = sum(losses) / max(1, len(losses))
+    train_accuracy = sum(accuracies) / max(1, len(accuracies))
+
+    # 2. validate + contributions
+    val_loss, val_accuracy, contributions = _validate(model, state, data, config, loss_fn, reducer, rank, world_size)
+
+    # 3. govern
+    governor, verdict, reason = governor_check(config.governor, loop.governor, val_loss)
+    events: list[LifecycleEvent] = []
+    action: Action | None = None
+    if verdict == Verdict.ROLLBACK:
+        assert loop.last_good is not None
+        model, state = loop.last_good
+        states = dict(state.seeds)
+        victim = newest_seed(states)
+        if victim is not None:
+            states[victim], pruned = prune(states[victim], ROLLBACK_PRUNE_REASON, initiator="governor")
+            events += pruned
+        model, state = _sync_structure(model, state, states, optimizer=optimizer, registry=registry, germinated={}, init_seed=0)
+    else:
+        # 4. record measurements
+        states = dict(state.seeds)
+        for slot_id, seed_state in states.items():
+            if has_seed(seed_state):
+                seed_state = record_accuracy(seed_state, 100.0 * val_accuracy)
+                if slot_id in contributions:
+                    seed_state = record_contribution(seed_state, contributions[slot_id])
+                states[slot_id] = seed_state
+
+        # 5. decide and act
+        observation = _observe(model, states, loop, epoch, config, registry, val_accuracy, val_loss, train_loss, contributions)
+        action = controller(observation)
+        states, acted, _ = apply_action(
+            action, states, config.gates, epoch=epoch, topology=model.host.topology,
+            seed_params=_seed_params(model, registry, action), host_params=_host_param_count(state),
+        )
+        events += acted
+        germinated = {}
+        if action.kind == ActionKind.GERMINATE:
+            assert action.slot_id is not None and action.blueprint is not None
+            germinated[action.slot_id] = (action.blueprint, action.algorithm or AlphaAlgorithm.ADD)
+
+        # 6. tick the lifecycle
+        for slot_id in list(states):
+            states[slot_id], ticked = step_epoch(states[slot_id], config.gates, auto_forward=config.auto_forward)
+            events += ticked
+        model, state = _sync_structure(
+            model, state, states, optimizer=optimizer, registry=registry, germinated=germinated,
+            init_seed=(state.key * 7919 + epoch * 104729) % (2**62),
+        )
+
+    if verdict == Verdict.OK:
+        last_good = (model, state)
+    else:
+        last_good = loop.last_good
+    record = _record(model, state, epoch, train_loss, train_accuracy, val_loss, val_accuracy, contributions,
+                     events, action, verdict, reason)
+    loop = LoopState(
+        epoch=epoch,
+        records=loop.records + (record,),
+        events=loop.events + tuple(events),
+        event_epochs=loop.event_epochs + (epoch,) * len(events),
+        governor=governor,
+        last_good=last_good,
+    )
+    return model, state, loop, record
+
+
+def _seed_params(model: Model, registry: Registry, action: Action) -> int:
+    if action.kind != ActionKind.GERMINATE or action.blueprint is None or action.slot_id is None:
+        return 0
+    from esper_func.slot import Slot
+
+    slot = Slot(registry.get(model.host.topology, action.blueprint), model.host.slot_channels(action.slot_id),
+                action.algorithm or AlphaAlgorithm.ADD)
+    return slot.num_params()
+
+
+def _observe(
+    model: Model,
+    states: Mapping[str, SeedState],
+    loop: LoopState,
+    epoch: int,
+    config: FitConfig,
+    registry: Registry,
+    val_accuracy: float,
+    val_loss: float,
+    train_loss: float,
+    contributions: Mapping[str, float],
+) -> Observation:
+    accuracies = tuple(100.0 * float(r["val_accuracy"]) for r in loop.records) + (100.0 * val_accuracy,)
+    val_losses = tuple(float(r["val_loss"]) for r in loop.records) + (val_loss,)
+    return Observation(
+        epoch=epoch,
+        max_epochs=config.epochs,
+        topology=model.host.topology,
+        val_accuracy=100.0 * val_accuracy,
+        val_loss=val_loss,
+        train_loss=train_loss,
+        accuracy_history=accuracies,
+        loss_history=val_losses,
+        slots=tuple(SlotView(sid, states.get(sid), contributions.get(sid)) for sid in model.slot_order),
+        events=loop.events,
+        event_epochs=loop.event_epochs,
+        available_blueprints=registry.names(model.host.topology),
+    )
+
+
+def _record(
+    model: Model,
+    state: TrainState,
+    epoch: int,
+    train_loss: float,
+    train_accuracy: float,
+    val_loss: float,
+    val_accuracy: float,
+    contributions: Mapping[str, float],
+    events: list[LifecycleEvent],
+    action: Action | None,
+    verdict: Verdict,
+    reason: str,
+) -> EpochRecord:
+    slots = {}
+    for slot_id in model.slot_order:
+        seed_state = state.seeds.get(slot_id)
+        slot = model.slot(slot_id)
+        slots[slot_id] = {
+            "stage": model.stage(slot_id).name,
+            "alpha": 0.0 if seed_state is None else float(seed_state.alpha),
+            "blueprint": None if slot is None else slot.blueprint_id,
+            "contribution": contributions.get(slot_id),
+        }
+    return {
+        "epoch": epoch,
+        "step": state.step,
+        "train_loss": _jsonable(train_loss),
+        "train_accuracy": train_accuracy,
+        "val_loss": _jsonable(val_loss),
+        "val_accuracy": val_accuracy,
+        "slots": slots,
+        "contributions": dict(contributions),
+        "action": None if action is None else {
+            "kind": action.kind.name, "slot": action.slot_id, "blueprint": action.blueprint, "reason": action.reason,
+        },
+        "governor": {"verdict": verdict.name, "reason": reason},
+        "events": [event_to_dict(e, epoch) for e in events],
+    }
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def fit(
+    model: Model,
+    state: TrainState,
+    data: Dataset,
+    *,
+    optimizer: Optimizer,
+    config: FitConfig,
+    registry: Registry,
+    controller: Controller | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    loop: LoopState | None = None,
+    reducer: Reducer | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> FitResult:
+    """Run epochs ``loop.epoch + 1 .. config.epochs`` (from scratch when ``loop`` is None). Pure."""
+    for model, state, loop, _ in epochs(
+        model, state, data, optimizer=optimizer, config=config, registry=registry, controller=controller,
+        loss_fn=loss_fn, loop=loop, reducer=reducer, rank=rank, world_size=world_size,
+    ):
+        pass
+    return FitResult(model, state, loop or LoopState())
+
+
+def epochs(
+    model: Model,
+    state: TrainState,
+    data: Dataset,
+    *,
+    optimizer: Optimizer,
+    config: FitConfig,
+    registry: Registry,
+    controller: Controller | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    loop: LoopState | None = None,
+    reducer: Reducer | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[Model, TrainState, LoopState, EpochRecord]]:
+    """:func:`run_epoch` repeatedly, yielding ``(model, state, loop, record)`` after each epoch."""
+    loop = loop or LoopState()
+    while loop.epoch < config.epochs:
+        model, state, loop, record = run_epoch(
+            model, state, loop, data, optimizer=optimizer, config=config, registry=registry, controller=controller,
+            loss_fn=loss_fn, reducer=reducer, rank=rank, world_size=world_size, on_step=on_step,
+        )
+        yield model, state, loop, record
