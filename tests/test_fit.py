@@ -1,0 +1,148 @@
+"""The epoch loop end to end: lifecycle on real training, resume, governor, run checkpoints."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import esper_func as ef
+from esper_func.controller import HeuristicConfig, heuristic
+from esper_func.fit import FitConfig, LoopState, fit, run_epoch
+from esper_func.runs import load_run, save_run
+from esper_func.train import init_train_state
+
+HOST = ef.CNNHost(in_channels=1, n_blocks=2, base_channels=4, num_classes=4, memory_format="contiguous_format")
+FAST = heuristic(HeuristicConfig(stabilization_epochs=0, min_epochs_before_germinate=2, plateau_epochs_to_germinate=1, tempo=2))
+GATES = ef.Gates(permissive=True, min_blending_epochs=1)
+
+
+@cache
+def dataset():
+    return ef.data.synthetic_images(240, classes=4, size=8, seed=0)
+
+
+def fresh(optimizer):
+    model, params, buffers = ef.build_model(HOST, HOST.slot_ids, generator=torch.Generator().manual_seed(0))
+    return model, init_train_state(model, params, buffers, optimizer=optimizer, key=7)
+
+
+def config(epochs: int) -> FitConfig:
+    return FitConfig(epochs=epochs, batch_size=32, gates=GATES)
+
+
+def leaves_equal(a, b) -> bool:
+    la, lb = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
+    return len(la) == len(lb) and all(torch.equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+@cache
+def twelve_epochs():
+    optimizer = ef.optim.adamw(1e-2)
+    model, state = fresh(optimizer)
+    return fit(model, state, dataset(), optimizer=optimizer, config=config(12), registry=ef.default_registry(), controller=FAST)
+
+
+def test_a_run_germinates_blends_and_ends_a_seed():
+    result = twelve_epochs()
+    kinds = [e["type"] for r in result.loop.records for e in r["events"]]
+    assert "SeedGerminated" in kinds
+    stages = {e["to_stage"] for r in result.loop.records for e in r["events"] if e["type"] == "StageChanged"}
+    assert "BLENDING" in stages
+    assert "FOSSILIZED" in stages or "PRUNED" in stages
+    record = result.loop.records[-1]
+    assert set(record) >= {"epoch", "train_loss", "val_loss", "val_accuracy", "slots", "contributions", "events"}
+    assert record["epoch"] == 12 and len(result.loop.records) == 12
+    assert all(set(info) >= {"stage", "alpha"} for info in record["slots"].values())
+    # The model's structure follows the lifecycle states.
+    for sid in result.model.slot_order:
+        seed_state = result.state.seeds.get(sid)
+        if seed_state is not None and ef.has_seed(seed_state):
+            assert result.model.stage(sid) == seed_state.stage and result.model.slot(sid) is not None
+
+
+def test_resuming_after_epoch_three_gives_the_uninterrupted_run_bitwise(tmp_path: Path):
+    optimizer = ef.optim.adamw(1e-2)
+    full = twelve_epochs()
+    model, state = fresh(optimizer)
+    first = fit(model, state, dataset(), optimizer=optimizer, config=config(3), registry=ef.default_registry(), controller=FAST)
+    save_run(tmp_path, first.model, first.state, first.loop)
+    model, state, loop = load_run(tmp_path, registry=ef.default_registry()).restore(optimizer)
+    rest = fit(model, state, dataset(), optimizer=optimizer, config=config(12), registry=ef.default_registry(),
+               controller=FAST, loop=loop)
+    assert rest.model == full.model
+    assert leaves_equal(rest.state.params, full.state.params)
+    assert leaves_equal(rest.state.buffers, full.state.buffers)
+    assert rest.state.seeds == full.state.seeds and rest.state.step == full.state.step
+    assert rest.loop.records == full.loop.records
+
+
+def test_a_nan_rolls_back_to_the_last_good_state_and_prunes_the_newest_seed():
+    optimizer = ef.optim.adamw(1e-2)
+    model, state = fresh(optimizer)
+    loop = LoopState()
+    registry = ef.default_registry()
+    while not any(ef.has_seed(s) for s in state.seeds.values()):
+        model, state, loop, _ = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
+                                          registry=registry, controller=FAST)
+    good_model, good_state = loop.last_good
+    victim = next(sid for sid, s in good_state.seeds.items() if ef.has_seed(s))
+
+    def poisoned(logits, targets):  # every training loss of this epoch is NaN
+        return F.cross_entropy(logits, targets) * float("nan")
+
+    model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
+                                           registry=registry, controller=FAST, loss_fn=poisoned)
+    assert record["governor"] == {"verdict": "ROLLBACK", "reason": "governor_nan"}
+    assert math.isnan(float(record["val_loss"]))
+    assert leaves_equal(state.params["host"], good_state.params["host"])
+    assert state.step == good_state.step
+    pruned = [e for e in record["events"] if e["type"] == "SeedPruned"]
+    assert [(e["slot_id"], e["reason"], e["initiator"]) for e in pruned] == [(victim, "governor_rollback", "governor")]
+    assert state.seeds[victim].stage == ef.SeedStage.PRUNED and model.slot(victim) is None
+    # Training goes on from the restored state.
+    model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
+                                           registry=registry, controller=FAST)
+    assert math.isfinite(float(record["val_loss"]))
+
+
+def test_run_checkpoints_refuse_corruption_and_keep_the_previous_one(tmp_path: Path):
+    result = twelve_epochs()
+    save_run(tmp_path, result.model, result.state, result.loop, keep=5)
+    newer = save_run(tmp_path, result.model, result.state, result.loop, keep=5)
+    tensors = newer / "tensors.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(ef.CheckpointError):
+        load_run(tmp_path, registry=ef.default_registry())
+    tensors.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(ef.CheckpointError):
+        load_run(newer, registry=ef.default_registry())
+    older = sorted(p for p in tmp_path.iterdir() if p.name.startswith("ckpt-"))[0]
+    model, state, _ = load_run(older, registry=ef.default_registry()).restore(ef.optim.adamw(1e-2))
+    assert leaves_equal(state.params, result.state.params)
+
+
+def test_loading_refuses_other_formats_versions_and_foreign_structures(tmp_path: Path):
+    result = twelve_epochs()
+    ef.checkpoint.save_checkpoint(tmp_path / "plain", tensors={"x": torch.zeros(1)}, meta={"format": "something-else"})
+    with pytest.raises(ef.CheckpointError, match="not an esper_func run"):
+        load_run(tmp_path / "plain", registry=ef.default_registry())
+    path = save_run(tmp_path / "run", result.model, result.state, result.loop)
+    meta_tensors, meta = ef.checkpoint.load_checkpoint(path)
+    meta["version"] = 99
+    ef.checkpoint.save_checkpoint(tmp_path / "future", tensors=meta_tensors, meta=meta)
+    with pytest.raises(ef.CheckpointError, match="version 99"):
+        load_run(tmp_path / "future", registry=ef.default_registry())
+    saved = load_run(tmp_path / "run", registry=ef.default_registry())
+    with pytest.raises(ef.CheckpointError, match="optimizer state"):
+        saved.restore(ef.optim.sgd(0.1, momentum=0.9))  # AdamW state, SGD optimizer
+    (tmp_path / "pickle").mkdir()
+    torch.save({"x": torch.zeros(1)}, tmp_path / "pickle" / "tensors.safetensors")
+    with pytest.raises(ef.CheckpointError):
+        load_run(tmp_path / "pickle", registry=ef.default_registry())
