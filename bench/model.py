@@ -56,6 +56,8 @@ class StatefulModel(nn.Module):
         for i, surface, sid, isolate in self.route:
             h = self.host(h, start, surface)
             seed_input = h.detach() if isolate else h
+            # esper-lite feeds seeds a contiguous copy of channels_last features, as esper_func does.
+            seed_input = seed_input.contiguous()
             h = torch.lerp(h, self.seeds[sid](seed_input), self.alphas[i].clamp(0, 1))
             start = surface
         return self.host(h, start, None)
