@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import measure, print_table, setup_threads, stable_allocator  # noqa: E402
+from _timing import measure, print_table, setup_threads, stable_allocator
 
-import esper_func as ef  # noqa: E402
-from esper_func.slot import is_isolated  # noqa: E402
+import esper_func as ef
+from esper_func.slot import is_isolated
 
 
 class StatefulModel(nn.Module):

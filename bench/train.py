@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import measure, print_table, setup_threads, stable_allocator  # noqa: E402
+from _timing import measure, print_table, setup_threads, stable_allocator
 
-import esper_func as ef  # noqa: E402
-from esper_func.slot import is_isolated  # noqa: E402
-from esper_func.train import init_train_state, train_step  # noqa: E402
+import esper_func as ef
+from esper_func.slot import is_isolated
+from esper_func.train import init_train_state, train_step
 
 
 class StatefulModel(nn.Module):
@@ -189,7 +189,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     final = [line for line in done.stdout.splitlines() if line.startswith("final validation accuracy")]
     print_table(["measure", "value"], [["esper-func demo wall time, s (incl. start-up)", f"{wall:.1f}"],
-                                       ["result", final[0] if final else f"exit {done.returncode}"]] + demo_budget())
+                                       ["result", final[0] if final else f"exit {done.returncode}"], *demo_budget()])
 
 
 if __name__ == "__main__":

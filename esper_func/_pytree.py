@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import optree
 import torch.utils._pytree as torch_pytree
@@ -55,8 +55,9 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
         cls = dataclasses.dataclass(frozen=True)(cls)
     elif not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__} must be a frozen dataclass to be a pytree node")
+    node_cls: type[Any] = cls  # a dataclass from here on (type[T] cannot say so)
 
-    fields = dataclasses.fields(cls)
+    fields = dataclasses.fields(node_cls)
     child_names = tuple(f.name for f in fields if f.init and not f.metadata.get(_STATIC))
     static_names = tuple(f.name for f in fields if f.init and f.metadata.get(_STATIC))
 
@@ -68,16 +69,16 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
     def unflatten(statics: tuple[Any, ...], children: Any) -> Any:
         kwargs = dict(zip(child_names, children, strict=True))
         kwargs.update(zip(static_names, statics, strict=True))
-        return cls(**kwargs)
+        return node_cls(**kwargs)
 
     def optree_flatten(node: Any) -> tuple[list[Any], tuple[Any, ...], tuple[str, ...]]:
         children, statics = flatten(node)
         return children, statics, child_names
 
     optree.register_pytree_node(
-        cls,
+        node_cls,
         optree_flatten,
-        lambda statics, children: unflatten(statics, list(children)),
+        lambda statics, children: unflatten(cast("tuple[Any, ...]", statics), list(children)),
         namespace=NAMESPACE,
     )
 
@@ -87,7 +88,7 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
         return list(zip(keys, children, strict=True)), statics
 
     torch_pytree.register_pytree_node(
-        cls,
+        node_cls,
         flatten,
         lambda children, statics: unflatten(statics, list(children)),
         serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",

@@ -14,14 +14,17 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 __all__ = ["Skeleton", "on_meta"]
 
+M = TypeVar("M", bound=nn.Module)
 
-def on_meta(build: Callable[[], nn.Module], *, train: bool = False) -> nn.Module:
+
+def on_meta(build: Callable[[], M], *, train: bool = False) -> M:
     """Build a module with every tensor on ``meta`` (no storage), in eval or train mode.
 
     Wrapped in ``fork_rng`` so that no initialiser touches the global RNG.

@@ -66,6 +66,7 @@ esper-lite facts reproduced (``src/esper/simic/attribution/counterfactual.py``)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from typing import Final, Literal, overload
@@ -119,6 +120,7 @@ _CHUNK_ELEMENTS: Final[int] = 1 << 22
 
 
 @pytree_dataclass
+@dataclasses.dataclass(frozen=True)
 class CoalitionValues:
     """The distinct coalitions of a grid and their (averaged) values.
 
@@ -163,6 +165,7 @@ class CoalitionValues:
 
 
 @pytree_dataclass
+@dataclasses.dataclass(frozen=True)
 class ShapleyResult:
     """Shapley values with their standard errors.
 
@@ -181,6 +184,7 @@ class ShapleyResult:
 
 
 @pytree_dataclass
+@dataclasses.dataclass(frozen=True)
 class InteractionResult:
     """Pairwise interaction matrices, ``[n, n, *T]``, symmetric, zero diagonal.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -131,7 +130,7 @@ class Console:
         cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
         for i, row in enumerate(cells):
-            self.line("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+            self.line("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)))
             if i == 0:
                 self.line("  ".join("-" * w for w in widths))
 
@@ -244,12 +243,13 @@ def _train(
     epoch_start = started
     records = list(loop.records) if loop is not None else []
     rank_log = distributed.RankLog(out, world.rank)
-    for model, state, loop, record in run_epochs(
+    steps = run_epochs(
         model, state, data, optimizer=optimizer, config=fit_config, registry=registry,
         controller=config.controller(), loss_fn=F.cross_entropy, loop=loop, reducer=world.reducer(),
         rank=world.rank, world_size=world.size,
         on_step=console.progress((loop.epoch + 1) if loop is not None else 1, config.epochs),
-    ):
+    )
+    for model, state, loop, record in steps:
         console.end_progress()
         now = time.perf_counter()
         console.line(_epoch_line(record, now - epoch_start))
@@ -430,7 +430,7 @@ def _import(args: argparse.Namespace) -> int:
     console.table(
         ["slot", "blueprint", "stage", "alpha"],
         [
-            [sid, (model.slot(sid).blueprint_id if model.slot(sid) else "-"), model.stage(sid).name,
+            [sid, (slot.blueprint_id if (slot := model.slot(sid)) else "-"), model.stage(sid).name,
              f"{states[sid].alpha:.2f}" if sid in states else "0.00"]
             for sid in model.slot_order
         ],

@@ -154,7 +154,7 @@ def sweep(
         chunk_rows = [distinct[i] for i in chunk]
         plan, leaf_of = _plan(chunk_rows, grid.device, grid.dtype)
         out = functional_call(module, flat, (x,), {"plan": plan}, strict=False, tie_weights=False)
-        out = out.reshape((-1, batch) + out.shape[1:])
+        out = out.reshape((-1, batch, *out.shape[1:]))
         for i, leaf in zip(chunk, leaf_of, strict=True):
             leaves[i] = out[leaf]
     return torch.stack([leaves[position[row]] for row in rows])  # type: ignore[misc]

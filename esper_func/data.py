@@ -23,7 +23,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -306,6 +306,36 @@ def batch_indices(
         order = order[: (n // (world_size * batch_size)) * world_size * batch_size]
     shard = order[rank::world_size]
     return list(torch.split(shard, batch_size))
+
+
+@overload
+def batches(
+    data: Dataset | tuple[Tensor, Tensor],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int | None = None,
+    epoch: int | None = None,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    split: Literal["train", "val"] = "train",
+) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+@overload
+def batches(
+    data: Tensor | Sequence[Tensor],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int | None = None,
+    epoch: int | None = None,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    split: Literal["train", "val"] = "train",
+) -> Iterator[tuple[Tensor, ...]]: ...
 
 
 def batches(

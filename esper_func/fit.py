@@ -36,10 +36,19 @@ from torch import Tensor
 
 from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
-from esper_func.controller import Action, ActionKind, Controller, HeuristicConfig, Observation, SlotView, apply_action, heuristic
+from esper_func.controller import (
+    Action,
+    ActionKind,
+    Controller,
+    HeuristicConfig,
+    Observation,
+    SlotView,
+    apply_action,
+    heuristic,
+)
 from esper_func.counterfactual import sweep
 from esper_func.data import Dataset, batch_indices, batches
-from esper_func.events import LifecycleEvent, SeedPruned
+from esper_func.events import LifecycleEvent
 from esper_func.gates import GateLevel, Gates
 from esper_func.governor import (
     ROLLBACK_PRUNE_REASON,
@@ -53,7 +62,7 @@ from esper_func.governor import (
 from esper_func.lifecycle import SeedState, has_seed, prune, record_accuracy, record_contribution, step_epoch
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
-from esper_func.stages import SeedStage, is_active_stage
+from esper_func.stages import is_active_stage
 from esper_func.train import LocalReducer, LossFn, Reducer, TrainState, train_step
 
 __all__ = ["EpochRecord", "FitConfig", "FitResult", "LoopState", "fit", "event_to_dict", "run_epoch"]
@@ -312,6 +321,7 @@ def run_epoch(
             init_seed=(state.key * 7919 + epoch * 104729) % (2**62),
         )
 
+    last_good: tuple[Model, TrainState] | None
     if verdict == Verdict.OK:
         last_good = (model, state)
     else:
@@ -320,7 +330,7 @@ def run_epoch(
                      events, action, verdict, reason)
     loop = LoopState(
         epoch=epoch,
-        records=loop.records + (record,),
+        records=(*loop.records, record),
         events=loop.events + tuple(events),
         event_epochs=loop.event_epochs + (epoch,) * len(events),
         governor=governor,
@@ -351,8 +361,8 @@ def _observe(
     train_loss: float,
     contributions: Mapping[str, float],
 ) -> Observation:
-    accuracies = tuple(100.0 * float(r["val_accuracy"]) for r in loop.records) + (100.0 * val_accuracy,)
-    val_losses = tuple(float(r["val_loss"]) for r in loop.records) + (val_loss,)
+    accuracies = (*(100.0 * float(r["val_accuracy"]) for r in loop.records), 100.0 * val_accuracy)
+    val_losses = (*(float(r["val_loss"]) for r in loop.records), val_loss)
     return Observation(
         epoch=epoch,
         max_epochs=config.epochs,
@@ -429,7 +439,8 @@ def fit(
     world_size: int = 1,
 ) -> FitResult:
     """Run epochs ``loop.epoch + 1 .. config.epochs`` (from scratch when ``loop`` is None). Pure."""
-    for model, state, loop, _ in epochs(
+    # Rebinding model/state/loop keeps the last epoch's values (the inputs when no epoch runs).
+    for model, state, loop, _ in epochs(  # noqa: B007, B020
         model, state, data, optimizer=optimizer, config=config, registry=registry, controller=controller,
         loss_fn=loss_fn, loop=loop, reducer=reducer, rank=rank, world_size=world_size,
     ):

@@ -573,9 +573,7 @@ class CNNHostModule(nn.Module):
         self.spec = spec
         self._ops = spec._ops
         self._slot_ids = spec.slot_ids
-        self._surface_channels = (spec.in_channels,) + tuple(
-            p.channels for p in spec.injection_points
-        )
+        self._surface_channels = (spec.in_channels, *(p.channels for p in spec.injection_points))
         self._channels_last = spec.memory_format == "channels_last"
         blocks: list[nn.Module] = []
         in_c = spec.in_channels

@@ -364,7 +364,7 @@ def _read_tensors(
         raise CheckpointError(f"checkpoint is missing {len(missing)} key(s) the model needs: {_listing(missing)}")
     unexpected = sorted(set(state_dict) - expected - ignored)
     if unexpected:
-        slot_ids = sorted({sid for key in unexpected if (sid := _slot_of(key)) is not None} - set(model.slot_order))
+        slot_ids = sorted({key_sid for key in unexpected if (key_sid := _slot_of(key)) is not None} - set(model.slot_order))
         hint = (
             f"; slot id(s) {slot_ids} are not enabled in the model (enabled: {list(model.slot_order)})" if slot_ids else ""
         )
@@ -564,7 +564,7 @@ def from_esper_lite(
         if not isinstance(key, str):
             raise CheckpointError(f"state dict keys must be strings; got {type(key).__name__} {key!r}")
         try:
-            kind, slot_id, _ = parse_model_key(key)
+            _kind, slot_id, _ = parse_model_key(key)
         except ValueError:
             raise CheckpointError(
                 f"unexpected checkpoint key {key!r}; esper-lite MorphogeneticModel keys are "
@@ -641,10 +641,10 @@ def from_esper_lite(
         seeds = split_seeds(generator, len(known))
         slot_params = dict(params["slots"])
         for slot_id in absent_gates:
-            slot = model.slot(slot_id)
-            assert slot is not None
+            gated_slot = model.slot(slot_id)
+            assert gated_slot is not None
             reference = _reference_tensor(params, slot_params[slot_id])
-            gate = _fresh_gate(slot, seeds[known.index(slot_id)], reference)
+            gate = _fresh_gate(gated_slot, seeds[known.index(slot_id)], reference)
             slot_params[slot_id] = {**slot_params[slot_id], "gate": gate}
         params = {"host": params["host"], "slots": slot_params}
     return model, params, buffers, states

@@ -25,7 +25,7 @@ import copy
 import dataclasses
 from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,15 @@ from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
 from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError, UnknownBlueprintError
 from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
-from esper_func.slot import SeedFeatures, Slot, SlotParams, check_slot_params, germinate_slot, init_slot_params
+from esper_func.slot import (
+    SeedFeatures,
+    Slot,
+    SlotModule,
+    SlotParams,
+    check_slot_params,
+    germinate_slot,
+    init_slot_params,
+)
 from esper_func.stages import SeedStage, is_active_stage, is_failure_stage
 
 __all__ = [
@@ -104,11 +112,15 @@ class ModelModule(nn.Module):
         h, start = x, 0
         for (_, surface, slot_id, stage), (parents, alphas) in zip(self.route, plan.levels, strict=True):
             h = self.host(h, start, surface)
-            slot = self.slots[slot_id]
+            slot = cast(SlotModule, self.slots[slot_id])
             features = slot.features(h, stage)
             gather = _branch_gather(parents, batch)
             h_child = h.index_select(0, gather)
-            features = SeedFeatures(*(None if t is None else t.index_select(0, gather) for t in features))
+            features = SeedFeatures(
+                features.seed_input.index_select(0, gather),
+                features.seed_out.index_select(0, gather),
+                None if features.gate is None else features.gate.index_select(0, gather),
+            )
             alpha = alphas.to(h.dtype).repeat_interleave(batch)
             h = slot.combine(h_child, features, alpha.reshape((-1,) + (1,) * (h.ndim - 1)), stage)
             start = surface
@@ -194,7 +206,7 @@ class Model:
         # Stages as plain ints: torch.compile guards ints by value, not IntEnum members.
         route = tuple(
             (i, self.host.surface_index(sid), sid, int(stage))
-            for i, (sid, slot, stage) in enumerate(zip(self.slot_order, self.slots, self.stages))
+            for i, (sid, slot, stage) in enumerate(zip(self.slot_order, self.slots, self.stages, strict=True))
             if slot is not None and is_active_stage(stage)
         )
         slot_modules = {sid: self.slot(sid).module for _, _, sid, _ in route}  # type: ignore[union-attr]
@@ -215,7 +227,7 @@ class Model:
             for group, name, flat in self.slot(sid)._flat_names:  # type: ignore[union-attr]
                 names.append(("slot", sid, group, name))
                 flat_keys.append(f"slots.{sid}.{flat}")
-        object.__setattr__(self, "_flat_names", tuple(zip(names, flat_keys)))
+        object.__setattr__(self, "_flat_names", tuple(zip(names, flat_keys, strict=True)))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Model, (self.host, self.slot_order, self.slots, self.stages))
@@ -257,16 +269,16 @@ class Model:
     @property
     def seeded(self) -> tuple[str, ...]:
         """Slot ids that hold a seed (the keys of ``params["slots"]``)."""
-        return tuple(sid for sid, slot in zip(self.slot_order, self.slots) if slot is not None)
+        return tuple(sid for sid, slot in zip(self.slot_order, self.slots, strict=True) if slot is not None)
 
     def host_skeleton(self, *, train: bool = False) -> nn.Module:
         """The host module on the ``meta`` device (eval- or train-mode prototype)."""
-        return self._runners[int(train)].prototype.host  # type: ignore[attr-defined,no-any-return]
+        return self._runners[int(train)].prototype.host  # type: ignore[attr-defined]
 
     @property
     def host_shapes(self) -> tuple[Mapping[str, tuple[int, ...]], Mapping[str, tuple[int, ...]]]:
         """``(param_shapes, buffer_shapes)`` expected in ``params["host"]`` / ``buffers["host"]``."""
-        return self._host_shapes  # type: ignore[attr-defined,no-any-return]
+        return self._host_shapes  # type: ignore[attr-defined]
 
     def replace_slot(self, slot_id: str, *, slot: Slot | None, stage: SeedStage) -> Model:
         """A copy with ``slot_id`` holding ``slot`` in ``stage``."""
@@ -274,8 +286,8 @@ class Model:
         return Model(
             self.host,
             self.slot_order,
-            self.slots[:i] + (slot,) + self.slots[i + 1 :],
-            self.stages[:i] + (SeedStage(stage),) + self.stages[i + 1 :],
+            (*self.slots[:i], slot, *self.slots[i + 1 :]),
+            (*self.stages[:i], SeedStage(stage), *self.stages[i + 1 :]),
         )
 
 
@@ -337,7 +349,7 @@ def build_model(
     host_params, host_buffers = _module_tensors(module, device, dtype)
     slot_params = {
         sid: init_slot_params(slot, torch.Generator().manual_seed(seed), device=device, dtype=dtype)
-        for sid, slot, seed in zip(order, chosen, slot_seeds)
+        for sid, slot, seed in zip(order, chosen, slot_seeds, strict=True)
         if slot is not None
     }
     return model, {"host": host_params, "slots": slot_params}, {"host": host_buffers}
@@ -375,7 +387,9 @@ def _check_tree(model: Model, params: Any, buffers: Any) -> None:
             f'params["slots"] must hold exactly the slots with a seed {sorted(seeded_ids)}; got {got}'
         )
     for slot_id in seeded_ids:
-        check_slot_params(model.slot(slot_id), params["slots"][slot_id], where=f'params["slots"][{slot_id!r}]')
+        slot = model.slot(slot_id)
+        assert slot is not None
+        check_slot_params(slot, params["slots"][slot_id], where=f'params["slots"][{slot_id!r}]')
 
 
 def _check_alphas(model: Model, alphas: Any, x: Tensor) -> None:
@@ -544,7 +558,7 @@ _HOST_TYPES: dict[str, type] = {"CNNHost": CNNHost, "TransformerHost": Transform
 
 def model_to_dict(model: Model) -> dict[str, Any]:
     """The model's static structure as a JSON-compatible dict (see :func:`model_from_dict`)."""
-    slots = []
+    slots: list[dict[str, Any] | None] = []
     for slot in model.slots:
         if slot is None:
             slots.append(None)
@@ -576,7 +590,7 @@ def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
         host_fields = dict(data["host"])
         host_type = _HOST_TYPES[host_fields.pop("type")]
         host = host_type(**host_fields)
-        slots = []
+        slots: list[Slot | None] = []
         for entry in data["slots"]:
             if entry is None:
                 slots.append(None)

@@ -139,7 +139,7 @@ def _fmt(path: Sequence[Any]) -> str:
 
 def _flatten(tree: Tree, what: str, *, allow_none: bool = False) -> tuple[list[tuple[Any, ...]], list[Any], Any]:
     paths, leaves, spec = optree.tree_flatten_with_path(tree, namespace=NAMESPACE)
-    for path, leaf in zip(paths, leaves):
+    for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, Tensor) and not (allow_none and leaf is None):
             raise DTypeError(f"{what}{_fmt(path)} must be a tensor; got {type(leaf).__name__}")
     return paths, leaves, spec
@@ -166,7 +166,7 @@ def _leaves_like(spec: Any, paths: Sequence[tuple[Any, ...]], tree: Tree, what: 
         leaves = spec.flatten_up_to(tree)
     except (ValueError, TypeError):
         raise _structure_mismatch(what, paths, tree, hint) from None
-    for path, leaf in zip(paths, leaves):
+    for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, Tensor) and not (allow_none and leaf is None):
             raise DTypeError(f"{what}{_fmt(path)} must be a tensor; got {type(leaf).__name__}")
     return leaves
@@ -294,7 +294,7 @@ class Optimizer(abc.ABC):
         """
         paths, leaves, spec = _flatten(params, "params")
         grad_leaves = _leaves_like(spec, paths, grads, "grads", allow_none=True)
-        for path, p, g in zip(paths, leaves, grad_leaves):
+        for path, p, g in zip(paths, leaves, grad_leaves, strict=True):
             if g is not None and g.shape != p.shape:
                 raise ShapeError(f"grads{_fmt(path)} has shape {tuple(g.shape)} but the parameter has {tuple(p.shape)}")
             if g is not None and (g.dtype != p.dtype or g.device != p.device):
@@ -302,7 +302,7 @@ class Optimizer(abc.ABC):
                     f"grads{_fmt(path)} is {g.dtype} on {g.device} but the parameter is {p.dtype} on {p.device}"
                 )
         old = self._state_leaves(state, spec, paths)
-        active = [m and g is not None for m, g in zip(_leaf_mask(mask, params, paths), grad_leaves)]
+        active = [m and g is not None for m, g in zip(_leaf_mask(mask, params, paths), grad_leaves, strict=True)]
 
         new_params = [_fresh(p) for p in leaves]
         new_leaves = [{name: _fresh(t) for name, t in leaf.items()} for leaf in old]
@@ -317,9 +317,9 @@ class Optimizer(abc.ABC):
                     [new_leaves[i]["count"] for i in idx],
                 )
             for name, column in slots.items():  # kernels may replace list entries
-                for i, t in zip(idx, column):
+                for i, t in zip(idx, column, strict=True):
                     new_leaves[i][name] = t
-        out = optree.tree_unflatten(spec, [_as_param(n, p) for n, p in zip(new_params, leaves)])
+        out = optree.tree_unflatten(spec, [_as_param(n, p) for n, p in zip(new_params, leaves, strict=True)])
         return out, self._build_state(spec, new_leaves)
 
 
@@ -360,7 +360,7 @@ class SGD(Optimizer):
             if self.dampening != 0:
                 # torch starts the buffer at the first gradient (no dampening); a zero buffer
                 # is only equivalent when dampening == 0, so mirror its lazy initialisation.
-                buffers = [None if float(c) == 0 else b for b, c in zip(buffers, counts)]
+                buffers = [None if float(c) == 0 else b for b, c in zip(buffers, counts, strict=True)]
         _torch_sgd(
             params,
             grads,
@@ -375,7 +375,7 @@ class SGD(Optimizer):
             maximize=self.maximize,
         )
         if self.momentum != 0:
-            slots["momentum"][:] = buffers  # type: ignore[assignment]
+            slots["momentum"][:] = buffers
         for c in counts:
             c.add_(1)
 
@@ -516,7 +516,7 @@ def reinit_like(opt: Optimizer, state: Any, params: Tree, *, reset: Mask = None)
     paths, leaves, spec = _flatten(params, "params")
     resets = _leaf_mask(reset, params, paths, default=False)
     per_leaf = []
-    for path, p, fresh in zip(paths, leaves, resets):
+    for path, p, fresh in zip(paths, leaves, resets, strict=True):
         leaf = opt._init_leaf(p)
         kept = old.get(path)
         if kept is not None and not fresh and all(
@@ -535,7 +535,7 @@ def state_to_tree(state: SGDState | AdamState) -> dict[str, Tree]:
     """
     if not isinstance(state, (SGDState, AdamState)):
         raise TypeError(f"expected an SGDState or AdamState; got {type(state).__name__}")
-    fields = dataclasses.fields(state)  # type: ignore[arg-type]
+    fields = dataclasses.fields(state)
     return {f.name: getattr(state, f.name) for f in fields if getattr(state, f.name) is not None}
 
 
@@ -565,7 +565,7 @@ def state_from_tree(opt: Optimizer, tree: Mapping[str, Tree], params: Tree) -> A
         ref = spec.flatten_up_to(getattr(template, name))
         got = _leaves_like(spec, paths, tree[name], f"state.{name}")
         moved = []
-        for path, r, g in zip(paths, ref, got):
+        for path, r, g in zip(paths, ref, got, strict=True):
             if g.shape != r.shape:
                 raise ShapeError(f"state.{name}{_fmt(path)} has shape {tuple(g.shape)}, expected {tuple(r.shape)}")
             if g.dtype != r.dtype:

@@ -82,7 +82,7 @@ def write_report(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[s
 
     for sid in slot_ids:
         values = [r["slots"][sid].get("contribution") for r in records]
-        xs = [e for e, v in zip(epochs, values) if v is not None]
+        xs = [e for e, v in zip(epochs, values, strict=True) if v is not None]
         ys = [float(v) for v in values if v is not None]
         if xs:
             ax_contrib.plot(xs, ys, marker="o", markersize=3, label=sid)

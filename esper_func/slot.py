@@ -183,7 +183,7 @@ class Slot:
     @property
     def module(self) -> SlotModule:
         """The slot as a ``meta``-device :class:`SlotModule` prototype (no storage)."""
-        return self._skeleton.prototype  # type: ignore[attr-defined,no-any-return]
+        return self._skeleton.prototype  # type: ignore[attr-defined]
 
     @property
     def topology(self) -> str:
@@ -212,7 +212,7 @@ class Slot:
     @property
     def param_shapes(self) -> Mapping[str, Mapping[str, tuple[int, ...]]]:
         """Expected ``{group: {name: shape}}`` of this slot's parameter tree (read-only)."""
-        return self._param_shapes  # type: ignore[attr-defined,no-any-return]
+        return self._param_shapes  # type: ignore[attr-defined]
 
     def num_params(self) -> int:
         """Number of scalars in the seed (and gate) parameter tensors."""
@@ -354,7 +354,7 @@ def _detached_state(
     return state
 
 
-def is_isolated(topology: str, stage: SeedStage) -> bool:
+def is_isolated(topology: str, stage: SeedStage | int) -> bool:
     """Whether the seed reads the *detached* host features in ``stage``."""
     return stage == SeedStage.TRAINING or (topology == "cnn" and is_active_stage(stage))
 

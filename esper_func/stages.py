@@ -81,7 +81,7 @@ def is_valid_transition(from_stage: SeedStage, to_stage: SeedStage) -> bool:
     return to_stage in VALID_TRANSITIONS.get(from_stage, ())
 
 
-def is_active_stage(stage: SeedStage) -> bool:
+def is_active_stage(stage: SeedStage | int) -> bool:
     """Whether a seed in ``stage`` changes the forward pass (TRAINING and later, not failed)."""
     return stage in ACTIVE_STAGES
 

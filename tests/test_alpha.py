@@ -139,7 +139,7 @@ def test_retarget_keeps_curve_and_steepness_when_none() -> None:
 def test_retarget_from_ramp_raises(mode_target: float) -> None:
     ramping = retarget(AlphaController(alpha=0.5), alpha_target=mode_target, steps=4)
     assert ramping.alpha_mode != AlphaMode.HOLD
-    with pytest.raises(IllegalTransitionError, match="only allowed from AlphaMode.HOLD"):
+    with pytest.raises(IllegalTransitionError, match=r"only allowed from AlphaMode\.HOLD"):
         retarget(ramping, alpha_target=0.3, steps=2)
     with pytest.raises(ValueError):  # IllegalTransitionError is a ValueError
         retarget(ramping, alpha_target=0.3, steps=2)

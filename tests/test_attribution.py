@@ -218,7 +218,7 @@ def test_grid_bad_input() -> None:
             alpha_grid(strategy, 0)
         with pytest.raises(TypeError, match="n must be an int"):
             alpha_grid(strategy, 2.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="n <= 20.*'shapley'"):
+    with pytest.raises(ValueError, match=r"n <= 20.*'shapley'"):
         alpha_grid("full_factorial", 21)
     with pytest.raises(ValueError, match="even and >= 2"):
         alpha_grid("shapley", 4, samples=3)
@@ -562,7 +562,7 @@ def test_inputs_are_not_mutated() -> None:
     fv = torch.randn(32)
     fcopies = (full.clone(), fv.clone())
     shapley(full, fv), banzhaf(full, fv), interactions(full, fv), values_by_coalition(full, fv)
-    for a, b in zip((grid, values, perms, full, fv), (*copies, *fcopies)):
+    for a, b in zip((grid, values, perms, full, fv), (*copies, *fcopies), strict=True):
         assert torch.equal(a, b)
 
 
@@ -582,9 +582,9 @@ def test_bad_grid_and_values() -> None:
             fn(good * 0.5, vals)
         with pytest.raises(ValueError, match="NaN"):
             fn(torch.where(good == 1, float("nan"), good), vals)
-        with pytest.raises(DTypeError, match="grid must be a torch.Tensor"):
+        with pytest.raises(DTypeError, match=r"grid must be a torch\.Tensor"):
             fn(good.tolist(), vals)
-        with pytest.raises(DTypeError, match="values must be a torch.Tensor"):
+        with pytest.raises(DTypeError, match=r"values must be a torch\.Tensor"):
             fn(good, [0.0] * 4)
         with pytest.raises(DTypeError, match="real"):
             fn(good, vals.to(torch.complex64))

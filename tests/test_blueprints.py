@@ -504,7 +504,7 @@ def test_compiles_fullgraph(key: str) -> None:
 
 def naive_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Row-by-row causal softmax attention, written with loops (test oracle)."""
-    b, h, t, d = q.shape
+    _b, _h, t, d = q.shape
     out = torch.empty_like(q)
     for i in range(t):
         scores = (q[:, :, i : i + 1, :] @ k[:, :, : i + 1, :].transpose(-2, -1)) / math.sqrt(d)

@@ -223,7 +223,7 @@ def rewrite_meta(path: Path, **changes: Any) -> None:
 
 def test_unknown_schema_version(tmp_path: Path) -> None:
     rewrite_meta(saved(tmp_path) / "meta.json", schema_version=2)
-    with pytest.raises(CheckpointError, match="schema_version 2 is not supported.*version 1"):
+    with pytest.raises(CheckpointError, match=r"schema_version 2 is not supported.*version 1"):
         ckpt.load_checkpoint(tmp_path)
 
 
@@ -273,11 +273,11 @@ def test_missing_files(tmp_path: Path) -> None:
         ckpt.load_checkpoint(tmp_path)
     path = saved(tmp_path / "a")
     (path / "tensors.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="tensors.safetensors is missing"):
+    with pytest.raises(CheckpointError, match=r"tensors\.safetensors is missing"):
         ckpt.load_checkpoint(tmp_path / "a")
     path = saved(tmp_path / "b")
     (path / "meta.json").unlink()
-    with pytest.raises(CheckpointError, match="meta.json is missing"):
+    with pytest.raises(CheckpointError, match=r"meta\.json is missing"):
         ckpt.load_checkpoint(tmp_path / "b")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "LATEST").write_text("../b\n")
@@ -308,7 +308,7 @@ def test_expected_shapes(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"\['params'\]\['host'\]\['head.bias'\] has shape \(10,\) but \(12,\)"):
         ckpt.load_checkpoint(tmp_path, expected=wrong)
     wrong_dtype = {**expected, "params": {**expected["params"], "host": {**expected["params"]["host"], "head.bias": ((10,), torch.float32)}}}
-    with pytest.raises(CheckpointError, match="dtype torch.float64"):
+    with pytest.raises(CheckpointError, match=r"dtype torch\.float64"):
         ckpt.load_checkpoint(tmp_path, expected=wrong_dtype)
     with pytest.raises(CheckpointError, match=r"missing keys \[\]\, unexpected keys \['bytes'"):
         ckpt.load_checkpoint(tmp_path, expected={"params": ..., "rng": ..., "flags": ..., "buffers": ...})

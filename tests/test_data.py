@@ -170,7 +170,7 @@ def test_batches_yield_aligned_tensors() -> None:
     for xb, yb in got:
         assert torch.equal(xb.flatten().long(), yb)
     idx = data.batch_indices(20, 6, shuffle=True, seed=0, epoch=1)
-    assert all(torch.equal(yb, i) for (_, yb), i in zip(got, idx))
+    assert all(torch.equal(yb, i) for (_, yb), i in zip(got, idx, strict=True))
     val = list(data.batches(ds, 4, shuffle=False, split="val"))
     assert torch.equal(torch.cat([b[1] for b in val]), y[:5])
     (single,) = next(data.batches(y, 5, shuffle=False))

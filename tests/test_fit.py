@@ -89,7 +89,7 @@ def test_a_nan_rolls_back_to_the_last_good_state_and_prunes_the_newest_seed():
     while not any(ef.has_seed(s) for s in state.seeds.values()):
         model, state, loop, _ = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
                                           registry=registry, controller=FAST)
-    good_model, good_state = loop.last_good
+    _good_model, good_state = loop.last_good
     victim = next(sid for sid, s in good_state.seeds.items() if ef.has_seed(s))
 
     def poisoned(logits, targets):  # every training loss of this epoch is NaN
@@ -124,7 +124,7 @@ def test_run_checkpoints_refuse_corruption_and_keep_the_previous_one(tmp_path: P
     with pytest.raises(ef.CheckpointError):
         load_run(newer, registry=ef.default_registry())
     older = sorted(p for p in tmp_path.iterdir() if p.name.startswith("ckpt-"))[0]
-    model, state, _ = load_run(older, registry=ef.default_registry()).restore(ef.optim.adamw(1e-2))
+    _model, state, _ = load_run(older, registry=ef.default_registry()).restore(ef.optim.adamw(1e-2))
     assert leaves_equal(state.params, result.state.params)
 
 

@@ -85,7 +85,7 @@ def make(host: ef.CNNHost | ef.TransformerHost, spec: Spec, *, seed: int = 0):
     """
     gen = torch.Generator().manual_seed(seed)
     slots = {}
-    for i, (sid, entry) in enumerate(spec.items()):
+    for sid, entry in spec.items():
         if entry is None:
             slots[sid] = None
             continue
@@ -141,7 +141,7 @@ def same(a: Any, b: Any) -> bool:
             and all(same(a[k], b[k]) for k in a)
         )
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -157,7 +157,7 @@ def lossless(state: ef.SeedState) -> ef.SeedState:
     entered = state.metrics.epochs_total - state.metrics.epochs_in_current_stage
     history = tuple((stage, -1) for stage, _ in state.stage_history)
     if history:
-        history = history[:-1] + ((history[-1][0], entered),)
+        history = (*history[:-1], (history[-1][0], entered))
     return dataclasses.replace(
         state,
         stage_entered_epoch=entered,
@@ -299,7 +299,7 @@ def test_esper_lite_round_trip_restores_structure_states_and_predictions(case) -
     buf = io.BytesIO()
     torch.save(sd, buf)
     buf.seek(0)
-    model3, params3, buffers3, states3 = from_esper_lite(torch.load(buf, weights_only=True), host)
+    model3, params3, _buffers3, states3 = from_esper_lite(torch.load(buf, weights_only=True), host)
     assert model3 == model and states3 == states2 and same(params3, params)
 
 
@@ -344,7 +344,7 @@ def test_gate_missing_before_blending_is_initialised_deterministically(host: Any
     model, params, buffers, states = make(host, {sid: ("norm", A.GATE, S.TRAINING)})
     sd = to_state_dict(model, params, buffers, states=states)
     stripped = {k: v for k, v in sd.items() if ".alpha_schedule." not in k}
-    model2, params2, buffers2, states2 = from_esper_lite(stripped, host)
+    model2, params2, buffers2, _states2 = from_esper_lite(stripped, host)
     assert model2 == model
     gate = params2["slots"][sid]["gate"]
     assert sorted(gate) == sorted(params["slots"][sid]["gate"])

@@ -709,7 +709,7 @@ def test_state_dict_roundtrip_through_json() -> None:
 def test_state_from_dict_missing_field_names_it() -> None:
     data = state_to_dict(fresh())
     del data["metrics"]["epochs_total"]
-    with pytest.raises(CheckpointError, match="'metrics.epochs_total' is missing"):
+    with pytest.raises(CheckpointError, match=r"'metrics\.epochs_total' is missing"):
         state_from_dict(data)
     data = state_to_dict(fresh())
     del data["alpha"]

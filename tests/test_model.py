@@ -180,7 +180,7 @@ def test_train_mode_apply_returns_new_buffers_and_leaves_inputs_alone():
     x = inputs(CNN)
     alphas = torch.full((model.n_slots,), 0.5)
     before = (clone_tree(params), clone_tree(buffers), x.clone(), alphas.clone())
-    out, new_buffers = ef.apply(model, params, buffers, alphas, x, train=True)
+    _out, new_buffers = ef.apply(model, params, buffers, alphas, x, train=True)
     assert_tree_equal(params, before[0])
     assert_tree_equal(buffers, before[1])
     assert torch.equal(x, before[2]) and torch.equal(alphas, before[3])
@@ -281,7 +281,7 @@ def test_build_model_orders_slots_by_execution_and_starts_empty():
 
 
 def test_add_remove_and_set_stages_are_pure_and_consistent():
-    model, params, buffers = ef.build_model(CNN, CNN.slot_ids)
+    model, params, _buffers = ef.build_model(CNN, CNN.slot_ids)
     before = clone_tree(params)
     m1, p1 = ef.add_seed(model, params, "r0c1", registry(), "conv_small")
     assert_tree_equal(params, before) and model.slot("r0c1") is None
@@ -365,7 +365,7 @@ def test_bad_alphas_and_params_raise_clear_errors():
     model, params, buffers = seeded_model(CNN, {"r0c0": "norm"})
     x = inputs(CNN)
     n = model.n_slots
-    with pytest.raises(DTypeError, match="torch.Tensor"):
+    with pytest.raises(DTypeError, match=r"torch\.Tensor"):
         ef.predict(model, params, buffers, [0.0] * n, x)
     with pytest.raises(DTypeError, match="floating"):
         ef.predict(model, params, buffers, torch.zeros(n, dtype=torch.long), x)

@@ -32,7 +32,7 @@ def assert_trees_equal(a: Any, b: Any) -> None:
     la, sa = optree.tree_flatten(a, namespace=NS)
     lb, sb = optree.tree_flatten(b, namespace=NS)
     assert sa == sb
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         assert x.dtype == y.dtype and x.shape == y.shape
         assert torch.equal(x, y)
 
@@ -171,7 +171,7 @@ def test_mask_false_freezes_params_and_state_bitwise(opt: optim.Optimizer) -> No
         assert_trees_equal(subtree(getattr(new_state, field), "slots", "r0c0"), subtree(getattr(state, field), "slots", "r0c0"))
     # everything else trained: params moved, counts advanced
     for path in (("host",), ("slots", "r1c0")):
-        for before, after in zip(leaves(subtree(params, *path)), leaves(subtree(new_params, *path))):
+        for before, after in zip(leaves(subtree(params, *path)), leaves(subtree(new_params, *path)), strict=True):
             assert not torch.equal(before, after)
         assert all(float(c) == 4.0 for c in leaves(subtree(new_state.count, *path)))
     assert all(float(c) == 3.0 for c in leaves(subtree(new_state.count, "slots", "r0c0")))
@@ -283,7 +283,7 @@ def test_update_is_pure(tree: dict[str, Any], which: int, freeze: bool, seed: in
     assert not any(t.numel() and t.data_ptr() in inputs for t in leaves((new_params, new_state)))
     # structure and requires_grad are preserved
     assert optree.tree_structure(new_params, namespace=NS) == optree.tree_structure(params, namespace=NS)
-    assert all(n.requires_grad == p.requires_grad for n, p in zip(leaves(new_params), leaves(params)))
+    assert all(n.requires_grad == p.requires_grad for n, p in zip(leaves(new_params), leaves(params), strict=True))
 
 
 def test_empty_subdicts() -> None:

@@ -118,7 +118,7 @@ def test_multiply_valve_stays_within_bounds(topology, name):
 
 
 def test_gate_slot_has_esper_lite_gate_names_and_shapes():
-    slot, params = make("cnn", "norm", A.GATE)
+    _slot, params = make("cnn", "norm", A.GATE)
     hidden = max(8, CHANNELS // 4)
     assert {k: tuple(v.shape) for k, v in params["gate"].items()} == {
         "gate.0.weight": (hidden, CHANNELS),
@@ -304,7 +304,7 @@ def test_multiply_germination_zero_inits_the_last_layer():
 def test_bad_alpha():
     slot, params = make("cnn", "norm")
     x = features("cnn", 0)
-    with pytest.raises(DTypeError, match="torch.Tensor"):
+    with pytest.raises(DTypeError, match=r"torch\.Tensor"):
         slot_apply(slot, params, 0.5, x, stage=S.BLENDING)
     with pytest.raises(DTypeError, match="floating"):
         slot_apply(slot, params, torch.tensor(1), x, stage=S.BLENDING)

@@ -24,8 +24,10 @@ transformer   noop, norm: nothing; lora, lora_large: ``up``;
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["final_affine_layer_name", "zero_init_final_layer"]
 
@@ -74,7 +76,7 @@ def zero_init_final_layer(module: nn.Module, *, allow_missing: bool = True) -> n
         )
     layer = module.get_submodule(name)
     with torch.no_grad():
-        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(cast(Tensor, layer.weight))
         if getattr(layer, "bias", None) is not None:
-            nn.init.zeros_(layer.bias)
+            nn.init.zeros_(cast(Tensor, layer.bias))
     return module

@@ -30,7 +30,7 @@ the others take none.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import torch
 import torch.nn.functional as F
@@ -112,8 +112,9 @@ class AttentionSeed(nn.Module):
             nn.Linear(reduced, channels, bias=True),
             nn.Sigmoid(),
         )
-        nn.init.zeros_(self.fc[2].weight)
-        nn.init.constant_(self.fc[2].bias, 3.0)
+        excite = cast(nn.Linear, self.fc[2])
+        nn.init.zeros_(excite.weight)
+        nn.init.constant_(excite.bias, 3.0)
 
     def forward(self, x: Tensor) -> Tensor:
         squeezed = F.adaptive_avg_pool2d(x, 1).flatten(1)  # [B, C]

@@ -39,7 +39,7 @@ def _check_topology(topology: object) -> str:
         raise UnknownTopologyError(
             f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}"
         )
-    return topology  # type: ignore[return-value]
+    return topology
 
 
 @dataclass(frozen=True)

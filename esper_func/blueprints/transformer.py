@@ -167,7 +167,7 @@ class FlexAttentionSeed(CausalSelfAttentionSeed):
             block_mask = create_block_mask(
                 _causal_mask_mod, B=None, H=None, Q_LEN=t, KV_LEN=t, device=q.device
             )
-            return flex_attention(q, k, v, block_mask=block_mask)  # type: ignore[return-value]
+            return flex_attention(q, k, v, block_mask=block_mask)
         return causal_attention(q, k, v)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any, Final
 
@@ -442,7 +442,7 @@ ESPER_LITE_TELEMETRY_SCHEMA_VERSION: Final[int] = 1
 #: esper-lite's ``SeedTelemetry.max_epochs`` default (telemetry context only).
 _EL_TELEMETRY_MAX_EPOCHS: Final[int] = 25
 
-_UNIX_EPOCH: Final[datetime] = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UNIX_EPOCH: Final[datetime] = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def epoch_timestamp(epoch: int) -> str:
