@@ -592,6 +592,45 @@ def _check_permutations(permutations: object, n: int, device: torch.device) -> T
     return perms
 
 
+#: At most this many orders are read off a grid by :func:`shapley` without ``permutations``.
+MAX_INFERRED_ORDERS = 20_000
+
+
+def _orders_in(table: CoalitionValues) -> Tensor:
+    """Every order of the players whose prefixes are all coalitions of ``table`` (depth-first)."""
+    n = table.n
+    present = set(table.masks.tolist())
+    full = (1 << n) - 1
+    if 0 not in present or full not in present:
+        raise ValueError(
+            "Shapley values need the empty and the full coalition, and either all 2**n coalitions "
+            "(exact) or chains of coalitions from empty to full (sampled); use alpha_grid('full_factorial', n) "
+            "or alpha_grid('shapley', n, ...), or pass permutations="
+        )
+    orders: list[list[int]] = []
+    stack: list[tuple[int, list[int]]] = [(0, [])]
+    while stack:
+        mask, order = stack.pop()
+        if mask == full:
+            orders.append(order)
+            if len(orders) > MAX_INFERRED_ORDERS:
+                raise ValueError(
+                    f"the grid chains more than {MAX_INFERRED_ORDERS} orders; pass the sampled permutations= "
+                    "(alpha_grid(..., return_permutations=True)) or evaluate a full factorial"
+                )
+            continue
+        for j in reversed(range(n)):
+            nxt = mask | (1 << j)
+            if nxt != mask and nxt in present:
+                stack.append((nxt, [*order, j]))
+    if not orders:
+        raise ValueError(
+            "no order of the players has all its prefixes in the grid, so Shapley values cannot be "
+            "estimated from it; use alpha_grid('shapley', n, ...) or a full factorial, or pass permutations="
+        )
+    return torch.tensor(orders, dtype=torch.int64, device=table.masks.device)
+
+
 def shapley(
     grid: Tensor, values: Tensor, *, permutations: Tensor | None = None
 ) -> ShapleyResult:
@@ -602,8 +641,13 @@ def shapley(
       permutation estimator (module docstring); ``std`` is the standard
       error, over antithetic pairs when the orders come in pairs. Every
       prefix of every order must be a grid row.
-    - otherwise the grid must hold all ``2**n`` coalitions, and the exact
-      value is returned with ``std`` zeros.
+    - otherwise, if the grid holds all ``2**n`` coalitions, the exact value
+      with ``std`` zeros;
+    - otherwise the permutation estimator over every order whose prefixes
+      are all grid rows (for a grid from ``alpha_grid("shapley", ...)``:
+      the sampled orders, plus any other order its rows happen to chain);
+      ``std`` is the standard error over those orders. Passing the sampled
+      ``permutations`` instead keeps the antithetic pairing.
 
     ``values`` may be ``[K]`` or ``[K, *T]`` (each trailing element is a
     separate game); ``mean`` and ``std`` are ``[n, *T]``.
@@ -618,12 +662,13 @@ def shapley(
     dtype = _result_dtype(values)
     n = table.n
     trailing = tuple(table.values.shape[1:])
-    if permutations is None:
-        _require_complete(table, "exact Shapley")
+    if permutations is None and table.complete:
         mean = _exact_shapley(table).reshape(n, *trailing).to(dtype)
         return ShapleyResult(mean=mean, std=torch.zeros_like(mean), n_samples=0, method="exact")
-
-    perms = _check_permutations(permutations, n, table.masks.device)
+    if permutations is None:
+        perms = _orders_in(table)
+    else:
+        perms = _check_permutations(permutations, n, table.masks.device)
     p = perms.shape[0]
     prefix_values = table.lookup(_prefix_masks(perms))  # [P, n + 1, *T]
     marginal = prefix_values[:, 1:] - prefix_values[:, :-1]  # by position

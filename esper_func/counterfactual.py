@@ -29,8 +29,8 @@ from torch.func import functional_call, grad
 
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.attribution import alpha_grid
-from esper_func.errors import DTypeError, ShapeError
-from esper_func.model import Buffers, Model, Params, SweepPlan, _check_tree, predict
+from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
+from esper_func.model import Buffers, Model, Params, SweepPlan, check_tree, predict
 
 __all__ = [
     "EvaluationResult",
@@ -38,6 +38,8 @@ __all__ = [
     "alpha_sensitivity",
     "check_grid",
     "evaluate",
+    "flatten_tokens",
+    "grid_sums",
     "sweep",
     "sweep_plan_stats",
 ]
@@ -57,10 +59,10 @@ def check_grid(model: Model, grid: Any) -> Tensor:
     if grid.shape[0] == 0:
         raise ShapeError("grid is empty (K = 0); give at least one row of alphas")
     if bool(torch.isnan(grid).any()):
-        raise ValueError("grid contains NaN; every alpha must be a number in [0, 1]")
+        raise InvalidArgumentError("grid contains NaN; every alpha must be a number in [0, 1]")
     if bool(((grid < 0) | (grid > 1)).any()):
         bad = grid[(grid < 0) | (grid > 1)][:5].tolist()
-        raise ValueError(f"grid values must lie in [0, 1]; found e.g. {bad}")
+        raise InvalidArgumentError(f"grid values must lie in [0, 1]; found e.g. {bad}")
     return grid
 
 
@@ -134,14 +136,14 @@ def sweep(
             no bound (the widest level holds every distinct row).
 
     Raises:
-        ShapeError, DTypeError, ValueError: a grid of the wrong width or rank,
+        ShapeError, DTypeError, InvalidArgumentError: a grid of the wrong width or rank,
         an empty grid, NaN or values outside ``[0, 1]``; and everything
         :func:`esper_func.predict` raises.
     """
     check_grid(model, grid)
-    _check_tree(model, params, buffers)
+    check_tree(model, params, buffers)
     if max_batch is not None and max_batch < 1:
-        raise ValueError(f"max_batch must be a positive number of samples or None, got {max_batch}")
+        raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
     columns = _active_columns(model)
     rows = [tuple(r) for r in grid[:, columns].tolist()] if columns else [() for _ in range(grid.shape[0])]
     distinct = sorted(set(rows))
@@ -152,7 +154,7 @@ def sweep(
     leaves: list[Tensor | None] = [None] * len(distinct)
     for chunk in _chunks(distinct, list(range(len(distinct))), batch, max_batch):
         chunk_rows = [distinct[i] for i in chunk]
-        plan, leaf_of = _plan(chunk_rows, grid.device, grid.dtype)
+        plan, leaf_of = _plan(chunk_rows, x.device, grid.dtype)
         out = functional_call(module, flat, (x,), {"plan": plan}, strict=False, tie_weights=False)
         out = out.reshape((-1, batch, *out.shape[1:]))
         for i, leaf in zip(chunk, leaf_of, strict=True):
@@ -184,6 +186,42 @@ class EvaluationResult:
     count: int = static_field(default=0)
 
 
+def flatten_tokens(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``logits [..., V]`` and ``targets [...]`` as ``[N, V]`` and ``[N]`` (sequences become tokens).
+
+    The one loss convention of the package: ``loss_fn(logits, targets)`` is
+    called on these (``[B, V]`` classification outputs pass unchanged).
+    """
+    return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+
+def grid_sums(
+    model: Model,
+    params: Params,
+    buffers: Buffers,
+    x: Tensor,
+    y: Tensor,
+    grid: Tensor,
+    *,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    max_batch: int | None = None,
+) -> tuple[Tensor, Tensor, int]:
+    """One batch's per-row sums for :func:`evaluate`: ``(loss_sum [K], correct [K], count)``.
+
+    ``loss_sum[k]`` is ``loss_fn``'s mean loss for row ``k`` times the
+    number of samples (tokens) ``count``; ``correct[k]`` counts argmax hits.
+    Both are float64, on the device of the model's output, so a caller can
+    add batches up and all-reduce the sums before dividing.
+    """
+    out = sweep(model, params, buffers, x, grid, max_batch=max_batch)
+    k = grid.shape[0]
+    tokens = [flatten_tokens(out[i], y) for i in range(k)]
+    count = tokens[0][1].shape[0]
+    loss_sum = torch.stack([loss_fn(logits, targets).double() for logits, targets in tokens]) * count
+    correct = torch.stack([(logits.argmax(dim=-1) == targets).sum() for logits, targets in tokens]).double()
+    return loss_sum, correct, count
+
+
 def evaluate(
     model: Model,
     params: Params,
@@ -198,26 +236,19 @@ def evaluate(
 
     ``loss_fn(logits, targets)`` returns the *mean* loss of a batch (e.g.
     ``torch.nn.functional.cross_entropy``); it is weighted by the batch's
-    sample count when averaging over batches. For sequence outputs
-    ``[B, T, V]`` with targets ``[B, T]``, logits and targets are flattened
-    to tokens first.
+    sample count when averaging over batches. Sequence outputs ``[B, T, V]``
+    with targets ``[B, T]`` are flattened to tokens first (:func:`flatten_tokens`).
     """
     check_grid(model, grid)
-    k = grid.shape[0]
-    loss_sum = torch.zeros(k, dtype=torch.float64)
-    correct = torch.zeros(k, dtype=torch.float64)
+    loss_sum: Tensor | int = 0
+    correct: Tensor | int = 0
     count = 0
     for x, y in batches:
-        out = sweep(model, params, buffers, x, grid, max_batch=max_batch)
-        logits = out.reshape(k, -1, out.shape[-1])
-        targets = y.reshape(-1)
-        n = targets.shape[0]
-        for i in range(k):
-            loss_sum[i] += float(loss_fn(logits[i], targets)) * n
-        correct += (logits.argmax(dim=-1) == targets).sum(dim=1).to(torch.float64)
-        count += n
+        batch_loss, batch_correct, n = grid_sums(model, params, buffers, x, y, grid, loss_fn=loss_fn, max_batch=max_batch)
+        loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + n
     if count == 0:
-        raise ValueError("evaluate needs at least one batch; got an empty iterable")
+        raise InvalidArgumentError("evaluate needs at least one batch; got an empty iterable")
+    assert isinstance(loss_sum, Tensor) and isinstance(correct, Tensor)
     return EvaluationResult(grid, (loss_sum / count).float(), (correct / count).float(), count)
 
 
@@ -239,8 +270,10 @@ def alpha_sensitivity(
     while the loss is close to linear in ``alpha_i`` between the two points
     (small seeds, small alphas); interactions between slots and curvature
     (e.g. a seed that only helps fully blended) make them differ. Slots whose
-    seed is not in the forward pass get 0. Eval mode; pure.
+    seed is not in the forward pass get 0, and so does a TRAINING seed at
+    alpha 0 (the incubator's forward does not depend on alpha there).
+    Eval mode; pure.
     """
     if not isinstance(alphas, Tensor) or alphas.ndim != 1:
         raise ShapeError(f"alphas must be a 1-D tensor [{model.n_slots}] for alpha_sensitivity")
-    return grad(lambda a: loss_fn(predict(model, params, buffers, a, x), target))(alphas)
+    return grad(lambda a: loss_fn(*flatten_tokens(predict(model, params, buffers, a, x), target)))(alphas)

@@ -10,8 +10,8 @@ every rank computes the same decision from the same numbers: there is no
 rank-0 broadcast and no ordering hazard, and counterfactuals cannot disturb
 a replica because nothing is mutated.
 
-Start with ``torchrun`` (gloo on CPU, NCCL on GPU); :func:`from_environment`
-picks the process group up from the environment. At start-up
+Start with ``torchrun``; :func:`from_environment` picks the process group up
+from the environment (gloo for CPU tensors, NCCL for runs on the GPU). At start-up
 :meth:`World.check_consistent` compares a digest of every rank's static
 structure (model, registry) and fails fast with a message instead of
 hanging in a collective whose shapes differ.
@@ -34,7 +34,7 @@ import torch.utils._pytree as torch_pytree
 from torch import Tensor
 
 from esper_func.blueprints import Registry
-from esper_func.errors import EsperFuncError
+from esper_func.errors import EsperFuncError, InvalidArgumentError
 from esper_func.model import Model, model_to_dict
 
 __all__ = [
@@ -141,6 +141,7 @@ class World:
     group: Any = None
     launched: bool = False
     owns_group: bool = False
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
 
     def reducer(self) -> Any:
         """The reducer for :func:`esper_func.train.train_step` and :func:`esper_func.fit.run_epoch`."""
@@ -157,10 +158,10 @@ class World:
         digest = structure_digest(model, registry, extra)
         if not self.launched:
             return digest
-        mine = torch.frombuffer(bytearray(bytes.fromhex(digest)), dtype=torch.uint8)
-        gathered = [torch.empty(32, dtype=torch.uint8) for _ in range(self.size)]
+        mine = torch.frombuffer(bytearray(bytes.fromhex(digest)), dtype=torch.uint8).to(self.device)
+        gathered = [torch.empty(32, dtype=torch.uint8, device=self.device) for _ in range(self.size)]
         dist.all_gather(gathered, mine, group=self.group)
-        digests = [bytes(g.tolist()).hex() for g in gathered]
+        digests = [bytes(g.cpu().tolist()).hex() for g in gathered]
         if len(set(digests)) > 1:
             lines = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
             raise StructureMismatchError(
@@ -176,21 +177,29 @@ class World:
             self.owns_group = False
 
 
-def from_environment(*, timeout_s: float = 300.0) -> World:
+def from_environment(*, backend: str = "gloo", timeout_s: float = 300.0) -> World:
     """The :class:`World` ``torchrun`` describes in the environment (or a single process).
 
-    Initialises the default process group (NCCL when CUDA is available,
-    else gloo) unless one exists already.
+    Initialises the default process group unless one exists. ``backend`` is
+    ``"gloo"`` (the default: every tensor the collectives see lives on the
+    CPU, as in the command line's runs) or ``"nccl"`` for runs whose
+    parameters live on the GPU; then ``World.device`` is ``cuda:LOCAL_RANK``
+    and the caller must keep params, buffers and batches there.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return World()
+    if backend not in ("gloo", "nccl"):
+        raise InvalidArgumentError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     owns = False
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         owns = True
-    return World(rank=rank, size=size, group=None, launched=True, owns_group=owns)
+    return World(rank=rank, size=size, group=None, launched=True, owns_group=owns, device=device)
 
 
 class RankLog:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 __all__ = [
     "EsperFuncError",
+    "InvalidArgumentError",
     "UnknownBlueprintError",
+    "BlueprintError",
     "BlueprintExistsError",
     "UnknownTopologyError",
     "ShapeError",
@@ -26,11 +28,19 @@ class EsperFuncError(Exception):
     """Base class of every esper_func error."""
 
 
+class InvalidArgumentError(EsperFuncError, ValueError):
+    """An argument whose value is not allowed (NaN, out of range, empty, non-positive)."""
+
+
 class UnknownBlueprintError(EsperFuncError, KeyError):
     """A blueprint name that the registry does not hold."""
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class BlueprintError(EsperFuncError, ValueError):
+    """A blueprint whose module cannot run as a pure seed (e.g. it keeps buffers)."""
 
 
 class BlueprintExistsError(EsperFuncError, ValueError):

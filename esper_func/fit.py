@@ -46,8 +46,9 @@ from esper_func.controller import (
     apply_action,
     heuristic,
 )
-from esper_func.counterfactual import sweep
+from esper_func.counterfactual import grid_sums
 from esper_func.data import Dataset, batch_indices, batches
+from esper_func.errors import InvalidArgumentError
 from esper_func.events import LifecycleEvent
 from esper_func.gates import GateLevel, Gates
 from esper_func.governor import (
@@ -149,9 +150,13 @@ def event_to_dict(event: LifecycleEvent, epoch: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measurement
 
 
-def _validation_grid(model: Model, states: Mapping[str, SeedState]) -> tuple[Tensor, list[str]]:
+def _device_of(state: TrainState) -> torch.device:
+    return next(iter(state.params["host"].values())).device
+
+
+def _validation_grid(model: Model, states: Mapping[str, SeedState], device: torch.device) -> tuple[Tensor, list[str]]:
     """Row 0: the real alphas; then one row per blended seed with its alpha set to 0."""
-    alphas = alphas_of(model, states)
+    alphas = alphas_of(model, states, device=device)
     rows = [alphas]
     contributors = []
     for slot_id in model.seeded:
@@ -175,23 +180,20 @@ def _validate(
     world_size: int,
 ) -> tuple[float, float, dict[str, float]]:
     """``(val_loss, val_accuracy, {slot: contribution in accuracy points})``, reduced over ranks."""
-    grid, contributors = _validation_grid(model, state.seeds)
+    grid, contributors = _validation_grid(model, state.seeds, _device_of(state))
     k = grid.shape[0]
-    loss_sum = torch.zeros(k, dtype=torch.float64)
-    correct = torch.zeros(k, dtype=torch.float64)
-    count = torch.zeros((), dtype=torch.float64)
+    # [loss sums (k), correct counts (k), sample count]: one vector, one collective.
+    totals = torch.zeros(2 * k + 1, dtype=torch.float64, device=_device_of(state))
     for x, y in batches(data.val, config.val_batch_size, shuffle=False, rank=rank, world_size=world_size):
-        out = sweep(model, state.params, state.buffers, x, grid, max_batch=config.max_batch)
-        logits = out.reshape(k, -1, out.shape[-1])
-        targets = y.reshape(-1)
-        n = targets.shape[0]
-        loss_sum += torch.stack([loss_fn(logits[i], targets).double() * n for i in range(k)])
-        correct += (logits.argmax(-1) == targets).sum(dim=1).double()
-        count += n
-    loss_sum, correct, count = reducer.sum((loss_sum, correct, count))
-    if float(count) == 0:
-        raise ValueError("the validation set is empty; a run needs validation data to take decisions")
-    losses, accuracy = loss_sum / count, correct / count
+        loss_sum, correct, n = grid_sums(
+            model, state.params, state.buffers, x, y, grid, loss_fn=loss_fn, max_batch=config.max_batch
+        )
+        totals = totals + torch.cat([loss_sum, correct, loss_sum.new_tensor([n])])
+    totals = reducer.sum(totals)  # a rank with an empty shard adds zeros
+    total_count = float(totals[-1])
+    if total_count == 0:
+        raise InvalidArgumentError("the validation set is empty; a run needs validation data to take decisions")
+    losses, accuracy = totals[:k] / total_count, totals[k : 2 * k] / total_count
     contributions = {sid: 100.0 * float(accuracy[0] - accuracy[i + 1]) for i, sid in enumerate(contributors)}
     return float(losses[0]), float(accuracy[0]), contributions
 

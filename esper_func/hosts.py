@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esper_func._rng import copy_generator
 from esper_func.errors import DTypeError, EsperFuncError, ParamsMismatchError, ShapeError
 
 __all__ = [
@@ -546,9 +547,13 @@ class CNNHost(_HostBase):
         image_size: int = 32,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """A standard-normal image batch ``[batch, in_channels, image_size, image_size]``."""
+        """A standard-normal image batch ``[batch, in_channels, image_size, image_size]``.
+
+        ``generator`` is read, not advanced (``None``: a fixed default seed), so
+        the same generator gives the same batch and no global RNG is used.
+        """
         return torch.randn(
-            batch, self.in_channels, image_size, image_size, generator=generator, dtype=dtype
+            batch, self.in_channels, image_size, image_size, generator=copy_generator(generator), dtype=dtype
         )
 
 
@@ -789,9 +794,12 @@ class TransformerHost(_HostBase):
         *,
         seq_len: int | None = None,
     ) -> Tensor:
-        """Uniform random token ids ``[batch, seq_len]`` (``seq_len`` defaults to ``min(16, block_size)``)."""
+        """Uniform random token ids ``[batch, seq_len]`` (``seq_len`` defaults to ``min(16, block_size)``).
+
+        ``generator`` is read, not advanced (``None``: a fixed default seed).
+        """
         t = min(16, self.block_size) if seq_len is None else seq_len
-        return torch.randint(0, self.vocab_size, (batch, t), generator=generator)
+        return torch.randint(0, self.vocab_size, (batch, t), generator=copy_generator(generator))
 
 
 class TransformerHostModule(nn.Module):

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from esper_func._rng import seeded, split_seeds
 from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry, default_registry
-from esper_func.errors import CheckpointError, ParamsMismatchError, UnknownBlueprintError
+from esper_func.errors import CheckpointError, UnknownBlueprintError
 from esper_func.hosts import (
     EXTRA_STATE_KEY,
     GATE_PREFIX,
@@ -56,8 +56,8 @@ from esper_func.hosts import (
 )
 from esper_func.lifecycle.serialization import seed_state_from_esper_lite, seed_state_to_esper_lite
 from esper_func.lifecycle.state import SeedState, has_seed
-from esper_func.model import Buffers, Model, Params
-from esper_func.slot import GateNetwork, Slot, check_slot_params
+from esper_func.model import Buffers, Model, Params, check_tree
+from esper_func.slot import GateNetwork, Slot
 from esper_func.stages import SeedStage
 
 __all__ = [
@@ -138,32 +138,6 @@ def _slot_layout(slot_id: str, slot: Slot) -> list[tuple[str, str, str, Tensor]]
 
 
 # --------------------------------------------------------------------------- to_state_dict
-
-
-def _check_tree(model: Model, params: Any, buffers: Any) -> None:
-    if not isinstance(params, Mapping) or set(params) != {"host", "slots"}:
-        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-        raise ParamsMismatchError(f'params must be {{"host": ..., "slots": ...}}; got {got}')
-    if not isinstance(buffers, Mapping) or set(buffers) != {"host"}:
-        got = sorted(buffers) if isinstance(buffers, Mapping) else type(buffers).__name__
-        raise ParamsMismatchError(f'buffers must be {{"host": ...}}; got {got}')
-    param_shapes, buffer_shapes = model.host_shapes
-    for kind, got, expected in (
-        ('params["host"]', params["host"], param_shapes),
-        ('buffers["host"]', buffers["host"], buffer_shapes),
-    ):
-        if not isinstance(got, Mapping) or set(got) != set(expected):
-            missing = sorted(set(expected) - set(got)) if isinstance(got, Mapping) else sorted(expected)
-            extra = sorted(set(got) - set(expected)) if isinstance(got, Mapping) else []
-            raise ParamsMismatchError(f"{kind} does not match the host: missing {missing}, unexpected {extra}")
-    slots = params["slots"]
-    if not isinstance(slots, Mapping) or set(slots) != set(model.seeded):
-        got = sorted(slots) if isinstance(slots, Mapping) else type(slots).__name__
-        raise ParamsMismatchError(
-            f'params["slots"] must hold exactly the slots with a seed {sorted(model.seeded)}; got {got}'
-        )
-    for slot_id in model.seeded:
-        check_slot_params(model.slot(slot_id), slots[slot_id], where=f'params["slots"][{slot_id!r}]')  # type: ignore[arg-type]
 
 
 def extra_state_from_state(state: SeedState | None, *, topology: str | None = None) -> dict[str, Any]:
@@ -287,7 +261,7 @@ def to_state_dict(
     """
     if not isinstance(model, Model):
         raise TypeError(f"to_state_dict takes an esper_func Model first; got {type(model).__name__}")
-    _check_tree(model, params, buffers)
+    check_tree(model, params, buffers)
     checked = None if states is None else _check_states(model, states)
 
     out: dict[str, Any] = {}

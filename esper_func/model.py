@@ -55,6 +55,7 @@ __all__ = [
     "Params",
     "Buffers",
     "build_model",
+    "check_tree",
     "predict",
     "apply",
     "add_seed",
@@ -210,11 +211,12 @@ class Model:
             if slot is not None and is_active_stage(stage)
         )
         slot_modules = {sid: self.slot(sid).module for _, _, sid, _ in route}  # type: ignore[union-attr]
-        runners = []
-        for train in (False, True):
-            host_module = host_eval if not train else copy.deepcopy(host_eval).train()
-            runners.append(Skeleton(ModelModule(host_module, slot_modules, route)))
-        object.__setattr__(self, "_runners", tuple(runners))
+        train_slots = {sid: copy.deepcopy(m).train() for sid, m in slot_modules.items()}
+        runners = (
+            Skeleton(ModelModule(host_eval, slot_modules, route)),
+            Skeleton(ModelModule(copy.deepcopy(host_eval).train(), train_slots, route)),
+        )
+        object.__setattr__(self, "_runners", runners)
         param_shapes = {k: tuple(v.shape) for k, v in host_eval.named_parameters()}
         buffer_shapes = {k: tuple(v.shape) for k, v in host_eval.named_buffers()}
         object.__setattr__(self, "_host_shapes", (MappingProxyType(param_shapes), MappingProxyType(buffer_shapes)))
@@ -370,7 +372,8 @@ def _check_named(kind: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -
             raise ParamsMismatchError(f"{kind}[{name!r}] has shape {tuple(got[name].shape)}, expected {shape}")
 
 
-def _check_tree(model: Model, params: Any, buffers: Any) -> None:
+def check_tree(model: Model, params: Any, buffers: Any) -> None:
+    """Raise :class:`ParamsMismatchError` unless ``params``/``buffers`` fit ``model`` exactly (names and shapes)."""
     if not isinstance(params, Mapping) or set(params) != {"host", "slots"}:
         got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
         raise ParamsMismatchError(f'params must be {{"host": ..., "slots": ...}}; got {got}')
@@ -441,13 +444,13 @@ def apply(
         untouched).
     """
     _check_alphas(model, alphas, x)
-    _check_tree(model, params, buffers)
+    check_tree(model, params, buffers)
     if not train:
         return _forward(model, params, buffers["host"], alphas, x, train=False), buffers
     new_host_buffers = {k: v.clone() for k, v in buffers["host"].items()}
     if isinstance(model.host, TransformerHost) and model.host.dropout > 0:
         (dropout_seed,) = split_seeds(rng, 1)
-        with seeded(dropout_seed):
+        with seeded(dropout_seed, x.device):
             out = _forward(model, params, new_host_buffers, alphas, x, train=True)
     else:
         out = _forward(model, params, new_host_buffers, alphas, x, train=True)
@@ -465,7 +468,7 @@ def _forward(
     module = model._runners[int(train)].get()  # type: ignore[attr-defined]
     flat = model.flatten(params, host_buffers)
     # ``flat`` has exactly the skeleton's tensor names by construction (they are
-    # read off the skeleton itself, and _check_tree validated every name and
+    # read off the skeleton itself, and check_tree validated every name and
     # shape), and the skeleton holds only meta tensors, so nothing can silently
     # fall back to module state. strict=True would only re-walk the module tree
     # on every call (about 1 ms for a 6-layer transformer).
@@ -541,10 +544,16 @@ def set_stages(model: Model, params: Params, stages: Mapping[str, Any]) -> tuple
     return model, params
 
 
-def alphas_of(model: Model, states: Mapping[str, Any], *, dtype: torch.dtype = torch.float32) -> Tensor:
+def alphas_of(
+    model: Model,
+    states: Mapping[str, Any],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """The alpha vector ``[n_slots]`` from per-slot states (anything with ``.alpha``); 0 where absent."""
     values = [float(getattr(states[sid], "alpha", 0.0)) if sid in states else 0.0 for sid in model.slot_order]
-    return torch.tensor(values, dtype=dtype)
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _with_slot_params(params: Params, slot_id: str, slot_params: SlotParams) -> Params:

@@ -28,7 +28,7 @@ from esper_func.fit import LoopState, event_to_dict
 from esper_func.gates import GateLevel
 from esper_func.governor import GovernorState
 from esper_func.lifecycle import state_from_dict, state_to_dict
-from esper_func.model import Model, _check_tree, model_from_dict, model_to_dict
+from esper_func.model import Model, check_tree, model_from_dict, model_to_dict
 from esper_func.optim import Optimizer, state_from_tree, state_to_tree
 from esper_func.stages import SeedStage
 from esper_func.train import TrainState
@@ -146,7 +146,7 @@ class SavedRun:
                 f"but the saved structure has seeds in {sorted(expected_slots)}"
             )
         try:
-            _check_tree(model, params, buffers)
+            check_tree(model, params, buffers)
         except ValueError as exc:
             raise CheckpointError(f"checkpoint {which!r} does not fit its saved structure: {exc}") from exc
         try:

@@ -39,7 +39,7 @@ from esper_func._rng import seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blend import AlphaAlgorithm, blend, straight_through
 from esper_func.blueprints import Blueprint, Registry, zero_init_final_layer
-from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError, UnknownTopologyError
+from esper_func.errors import BlueprintError, DTypeError, ParamsMismatchError, ShapeError, UnknownTopologyError
 from esper_func.stages import TOPOLOGIES, SeedStage, is_active_stage
 
 __all__ = [
@@ -135,8 +135,9 @@ class SlotModule(nn.Module):
         blended = blend(self.algorithm, x, seed_out, alpha, seed_input=seed_input, gate=gate)
         if stage != SeedStage.TRAINING:
             return blended
-        # The incubator: at alpha 0 the value is the host's, the seed still learns.
-        return torch.where(alpha == 0, straight_through(x, seed_out), blended)
+        # The incubator: at alpha 0 (or below, which clamps to 0) the value is the
+        # host's and the seed still learns.
+        return torch.where(alpha <= 0, straight_through(x, seed_out), blended)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +169,13 @@ class Slot:
                 self.topology,
             )
         )
+        buffers = [name for name, _ in module.seed.named_buffers()]
+        if buffers:
+            raise BlueprintError(
+                f"blueprint {self.blueprint.key!r} builds a module with buffers {buffers}; seeds must keep all "
+                "their state in parameters (use GroupNorm or LayerNorm rather than BatchNorm, and compute "
+                "constants such as masks in forward)"
+            )
         # Not dataclass fields: excluded from eq/hash/repr, rebuilt on unpickling.
         object.__setattr__(self, "_skeleton", Skeleton(module))
         shapes = {"seed": MappingProxyType(_state_shapes(module.seed))}

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.func import grad_and_value
 
 from esper_func._pytree import pytree_dataclass, static_field
+from esper_func.counterfactual import flatten_tokens
 from esper_func.lifecycle import SeedState, gradient_norms, record_gradients, trainable
 from esper_func.model import Buffers, Model, Params, alphas_of, apply
 from esper_func.optim import Optimizer
@@ -44,7 +45,8 @@ __all__ = [
     "update_mask",
 ]
 
-#: ``loss_fn(logits, targets) -> scalar mean loss``, e.g. ``torch.nn.functional.cross_entropy``.
+#: ``loss_fn(logits, targets) -> scalar mean loss``, e.g. ``torch.nn.functional.cross_entropy``;
+#: called on ``flatten_tokens(output, targets)`` (``[N, V]`` and ``[N]``).
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -133,6 +135,11 @@ def _accuracy(logits: Tensor, targets: Tensor) -> Tensor:
     return (logits.argmax(dim=-1) == targets).float().mean()
 
 
+def _loss_and_accuracy(loss_fn: LossFn, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    logits, targets = flatten_tokens(out, y)
+    return loss_fn(logits, targets), _accuracy(logits.detach(), targets)
+
+
 def train_step(
     model: Model,
     state: TrainState,
@@ -151,12 +158,13 @@ def train_step(
     """
     reducer = reducer or LocalReducer()
     x, y = batch
-    alphas = alphas_of(model, state.seeds)
+    alphas = alphas_of(model, state.seeds, device=x.device)
     generator = _step_generator(state.key, state.step)
 
     def objective(params: Params) -> tuple[Tensor, tuple[Buffers, Tensor]]:
         out, new_buffers = apply(model, params, state.buffers, alphas, x, train=True, rng=generator)
-        return loss_fn(out, y), (new_buffers, _accuracy(out.detach(), y))
+        loss, accuracy = _loss_and_accuracy(loss_fn, out, y)
+        return loss, (new_buffers, accuracy)
 
     grads, (loss, (new_buffers, accuracy)) = grad_and_value(objective, has_aux=True)(state.params)
     grads = reducer.mean(grads)

@@ -415,11 +415,28 @@ def test_unpaired_permutations_use_per_order_standard_error() -> None:
     torch.testing.assert_close(result.std, ref.std(0) / math.sqrt(3))
 
 
-def test_shapley_needs_full_factorial_or_permutations() -> None:
+def test_shapley_reads_the_sampled_orders_off_a_shapley_grid() -> None:
+    n = 8
+    grid, perms = alpha_grid("shapley", n, seed=0, return_permutations=True)
+    weights = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    additive = grid.double() @ weights.double()
+    inferred = shapley(grid, additive)
+    assert inferred.method == "permutation" and inferred.n_samples >= perms.shape[0]
+    close(inferred.mean, weights.double().tolist(), atol=1e-9)  # exact on additive games
+    game = additive + torch.randn(grid.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    inferred, paired = shapley(grid, game), shapley(grid, game, permutations=perms)
+    full = int(torch.nonzero(grid.bool().all(dim=1))[0])
+    empty = int(torch.nonzero(~grid.bool().any(dim=1))[0])
+    close(inferred.mean.sum(), float(game[full] - game[empty]), atol=1e-9)  # efficiency, every order
+    assert bool((inferred.std > 0).all()) and paired.method == "antithetic"
+
+
+def test_shapley_needs_chains_full_factorial_or_permutations() -> None:
     grid = alpha_grid("shapley", 8, seed=0)
     values = torch.randn(grid.shape[0])
-    with pytest.raises(ValueError, match=r"2\*\*8.*full_factorial.*permutations="):
-        shapley(grid, values)
+    without_full = grid[~grid.bool().all(dim=1)]
+    with pytest.raises(ValueError, match=r"full coalition.*permutations="):
+        shapley(without_full, values[: without_full.shape[0]])
     with pytest.raises(ValueError, match="no row for coalition"):
         shapley(grid, values, permutations=shapley_permutations(8, seed=1, samples=40))
     with pytest.raises(ValueError, match="permutation of range"):
@@ -590,8 +607,10 @@ def test_bad_grid_and_values() -> None:
             fn(good, vals.to(torch.complex64))
     with pytest.raises(ShapeError, match="n = 0"):
         shapley(torch.zeros(3, 0), torch.zeros(3))
-    with pytest.raises(ValueError, match=r"exact Shapley needs every one of the 2\*\*3"):
+    with pytest.raises(ValueError, match="full coalition"):
         shapley(alpha_grid("full_factorial", 3)[:4], torch.zeros(4))
+    with pytest.raises(ValueError, match="no order of the players"):
+        shapley(alpha_grid("full_factorial", 3)[[0, 7]], torch.zeros(2))
 
 
 def test_results_are_frozen_pytrees() -> None:

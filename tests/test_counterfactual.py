@@ -13,7 +13,7 @@ from torch.func import vmap
 
 import esper_func as ef
 from esper_func.counterfactual import sweep_plan_stats
-from esper_func.errors import DTypeError, ShapeError
+from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
 
 S = ef.SeedStage
 A = ef.AlphaAlgorithm
@@ -217,13 +217,13 @@ def test_bad_grids_raise_clear_errors():
         ef.sweep(model, params, buffers, x, torch.zeros(2, n + 1))
     with pytest.raises(ShapeError, match="empty"):
         ef.sweep(model, params, buffers, x, torch.zeros(0, n))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(InvalidArgumentError, match="NaN"):
         ef.sweep(model, params, buffers, x, torch.full((1, n), float("nan")))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(InvalidArgumentError, match=r"\[0, 1\]"):
         ef.sweep(model, params, buffers, x, torch.full((1, n), 1.5))
     with pytest.raises(DTypeError):
         ef.sweep(model, params, buffers, x, torch.zeros(1, n, dtype=torch.long))
-    with pytest.raises(ValueError, match="max_batch"):
+    with pytest.raises(InvalidArgumentError, match="max_batch"):
         ef.sweep(model, params, buffers, x, torch.zeros(1, n), max_batch=0)
-    with pytest.raises(ValueError, match="at least one batch"):
+    with pytest.raises(InvalidArgumentError, match="at least one batch"):
         ef.evaluate(model, params, buffers, [], torch.zeros(1, n), loss_fn=F.cross_entropy)

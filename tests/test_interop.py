@@ -745,6 +745,9 @@ def test_to_state_dict_checks_states_against_the_model() -> None:
         to_state_dict(model, params, buffers, states=other)
     with pytest.raises(ef.ParamsMismatchError):
         to_state_dict(model, {"host": params["host"], "slots": {}}, buffers)
+    reshaped = {**params, "host": {**params["host"], "classifier.weight": torch.zeros(3, 3)}}
+    with pytest.raises(ef.ParamsMismatchError, match=r"classifier\.weight"):
+        to_state_dict(model, reshaped, buffers)
 
 
 # --------------------------------------------------------------------------- the SeedState writer

@@ -397,3 +397,13 @@ def test_unknown_slots_and_mismatched_seeds_are_refused():
     tfm_slot, _ = ef.germinate_slot(registry(), "transformer", "norm", 8)
     with pytest.raises(ValueError, match="transformer"):
         ef.Model(CNN, ("r0c0",), (tfm_slot,), (S.BLENDING,))
+
+
+def test_example_inputs_read_their_generator_without_advancing_it():
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state().clone()
+    global_state = torch.get_rng_state().clone()
+    for host in (CNN, TFM):
+        assert torch.equal(host.example_input(2, g), host.example_input(2, g))
+        assert torch.equal(host.example_input(2), host.example_input(2))
+    assert torch.equal(g.get_state(), state) and torch.equal(torch.get_rng_state(), global_state)

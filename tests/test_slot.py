@@ -372,3 +372,37 @@ def test_germination_refuses_a_seed_that_changes_the_feature_shape():
     reg = registry().with_blueprint(bad)
     with pytest.raises(ShapeError, match="shrink"):
         germinate_slot(reg, "cnn", "shrink", 8)
+
+
+def test_negative_alpha_in_training_is_still_the_incubator():
+    slot, params = make("cnn", "conv_light")
+    x = features("cnn", 2)
+    w_out = features("cnn", 3)
+
+    def seed_grad(a: float) -> float:
+        g = grad(lambda p: (slot_apply(slot, {"seed": p}, torch.tensor(a), x, stage=S.TRAINING) * w_out).sum())(
+            params["seed"]
+        )
+        return float(sum(t.abs().sum() for t in g.values()))
+
+    assert torch.equal(slot_apply(slot, params, torch.tensor(-0.25), x, stage=S.TRAINING), x)
+    assert seed_grad(-0.25) == seed_grad(0.0) > 0
+
+
+class _WithBuffer(torch.nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x)
+
+
+def _build_with_buffer(dim: int) -> torch.nn.Module:
+    return _WithBuffer(dim)
+
+
+def test_blueprints_with_buffers_are_refused():
+    bad = Blueprint(name="batchnorm", topology="cnn", build=_build_with_buffer, param_estimate=1, description="bad")
+    with pytest.raises(ef.errors.BlueprintError, match="running_mean"):
+        germinate_slot(registry().with_blueprint(bad), "cnn", "batchnorm", 8)

@@ -131,3 +131,34 @@ def test_dropout_randomness_comes_from_key_and_step():
     assert step(1, 0) == step(1, 0)
     assert step(1, 0) != step(2, 0)
     assert step(1, 0) != step(1, 1)
+
+
+def test_sequence_models_train_with_the_plain_cross_entropy():
+    host = ef.TransformerHost(vocab_size=16, n_embd=8, n_head=2, n_layer=2, block_size=8, num_segments=2, dropout=0.0)
+    model, params, buffers = ef.build_model(host, host.slot_ids)
+    optimizer = ef.optim.sgd(0.1)
+    tokens = torch.randint(0, 16, (4, 8), generator=torch.Generator().manual_seed(0))
+    state = init_train_state(model, params, buffers, optimizer=optimizer)
+    new, metrics = train_step(model, state, (tokens, tokens), optimizer=optimizer, loss_fn=F.cross_entropy)
+    logits = ef.predict(model, params, buffers, torch.zeros(model.n_slots), tokens)
+    expected = F.cross_entropy(logits.reshape(-1, 16), tokens.reshape(-1))
+    assert metrics.loss == pytest.approx(float(expected), rel=1e-5)
+    assert new.step == 1
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    host = ef.TransformerHost(vocab_size=16, n_embd=8, n_head=2, n_layer=2, block_size=8, num_segments=2, dropout=0.0)
+    base, params, buffers = ef.build_model(host, host.slot_ids)
+    tokens = torch.randint(0, 16, (4, 8), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for checkpoint in (False, True):
+        model, p = ef.add_seed(base, params, "r0c0", ef.default_registry(), "mlp", stage=S.BLENDING, checkpoint=checkpoint)
+        p = {"host": p["host"], "slots": {"r0c0": {"seed": {k: v + 0.1 for k, v in p["slots"]["r0c0"]["seed"].items()}}}}
+        leaf = torch.utils._pytree.tree_map(lambda t: t.clone().requires_grad_(), p)
+        out, _ = ef.apply(model, leaf, buffers, torch.tensor([0.5, 0.0]), tokens, train=True)
+        grads.append(torch.autograd.grad(out.square().mean(), torch.utils._pytree.tree_leaves(leaf)))
+        state = dataclasses.replace(ef.germinate("r0c0", "mlp", topology="transformer"), stage=S.BLENDING, alpha=0.5)
+        train_state = init_train_state(model, p, buffers, optimizer=ef.optim.sgd(0.1), seeds={"r0c0": state})
+        train_step(model, train_state, (tokens, tokens), optimizer=ef.optim.sgd(0.1), loss_fn=F.cross_entropy)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

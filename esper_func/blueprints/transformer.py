@@ -177,8 +177,10 @@ class MLPSeed(nn.Module):
     ``fc2`` (weight and bias) is zero at birth (identity). With
     ``use_checkpoint`` the hidden activation is recomputed in the backward
     pass when the module is in training mode and ``x`` requires grad (as in
-    esper-lite); this saves memory and never changes values. Use it in eager
-    training only: activation checkpointing does not compose with ``vmap``.
+    esper-lite); this saves memory and never changes values. Checkpointing
+    needs eager autograd: inside a ``torch.func`` transform (``grad``, which
+    ``ef.train.train_step`` uses, or ``vmap``) saved-tensor hooks are not
+    supported, so there the plain forward runs (same values, no memory saving).
     """
 
     def __init__(self, dim: int, expansion: int, use_checkpoint: bool) -> None:
@@ -191,13 +193,19 @@ class MLPSeed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         weights = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
-        if self.use_checkpoint and self.training and x.requires_grad:
+        if self.use_checkpoint and self.training and x.requires_grad and not _in_functorch_transform(x):
             # The weights are passed in, not read from self during recomputation:
             # under functional_call the module's own tensors are swapped back by
             # the time backward runs, so a closure over self would recompute
             # with the wrong weights.
             return x + _activation_checkpoint(_mlp_delta, x, *weights, use_reentrant=False)
         return x + _mlp_delta(x, *weights)
+
+
+def _in_functorch_transform(x: Tensor) -> bool:
+    # torch exposes no public predicate; fall back to "no" if this one disappears.
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(is_wrapped(x)) if is_wrapped is not None else False
 
 
 def _mlp_delta(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
