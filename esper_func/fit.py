@@ -63,6 +63,7 @@ from esper_func.governor import (
 from esper_func.lifecycle import SeedState, has_seed, prune, record_accuracy, record_contribution, step_epoch
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
+from esper_func.slot import Slot
 from esper_func.stages import is_active_stage
 from esper_func.train import LocalReducer, LossFn, Reducer, TrainState, train_step
 
@@ -259,19 +260,16 @@ def run_epoch(
         loop = dataclasses.replace(loop, last_good=(model, state))
 
     # 1. train
-    total = len(batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
-                              rank=rank, world_size=world_size, drop_last=world_size > 1))
+    order = batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                          rank=rank, world_size=world_size, drop_last=world_size > 1)
     losses, accuracies = [], []
-    for done, batch in enumerate(
-        batches(data.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
-                rank=rank, world_size=world_size, drop_last=world_size > 1),
-        start=1,
-    ):
+    for done, indices in enumerate(order, start=1):
+        batch = (data.x_train[indices], data.y_train[indices])
         state, metrics = train_step(model, state, batch, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer)
         losses.append(metrics.loss)
         accuracies.append(metrics.accuracy)
         if on_step is not None:
-            on_step(done, total)
+            on_step(done, len(order))
     train_loss = sum(losses) / max(1, len(losses))
     train_accuracy = sum(accuracies) / max(1, len(accuracies))
 
@@ -342,13 +340,12 @@ def run_epoch(
 
 
 def _seed_params(model: Model, registry: Registry, action: Action) -> int:
+    """Parameters of the seed a GERMINATE action would create (the gate excluded, as in esper-lite)."""
     if action.kind != ActionKind.GERMINATE or action.blueprint is None or action.slot_id is None:
         return 0
-    from esper_func.slot import Slot
-
-    slot = Slot(registry.get(model.host.topology, action.blueprint), model.host.slot_channels(action.slot_id),
-                action.algorithm or AlphaAlgorithm.ADD)
-    return slot.num_params()
+    blueprint = registry.get(model.host.topology, action.blueprint)
+    shapes = Slot(blueprint, model.host.slot_channels(action.slot_id)).param_shapes["seed"]
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def _observe(

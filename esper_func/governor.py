@@ -246,8 +246,8 @@ def newest_seed(states: Mapping[str, SeedState]) -> str | None:
     cannot be pruned). Newest: the fewest epochs lived, ``metrics.epochs_total``
     (``record_accuracy`` counts one per epoch from germination on, so the
     youngest seed has the smallest count); a tie goes to the slot that comes
-    last in ``states``' iteration order (for a loop's dict in execution order:
-    the deepest of the seeds germinated together).
+    last in ``states``' iteration order (for the training loop's dict, which
+    gains a slot when it is first germinated: the most recently added).
     """
     if not isinstance(states, Mapping):
         raise TypeError(f"newest_seed() expects a mapping slot_id -> SeedState; got {type(states).__name__}")

@@ -637,7 +637,7 @@ class CNNHostModule(nn.Module):
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention via ``scaled_dot_product_attention(is_causal=True)``."""
 
-    def __init__(self, n_embd: int, n_head: int, block_size: int, dropout: float) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
         super().__init__()
         self.n_head = n_head
         self.n_embd = n_embd
@@ -676,10 +676,10 @@ class MLP(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
 
-    def __init__(self, n_embd: int, n_head: int, block_size: int, dropout: float) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head, block_size, dropout)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
         self.ln2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
@@ -824,7 +824,7 @@ class TransformerHostModule(nn.Module):
         self.pos_emb = nn.Embedding(spec.block_size, spec.n_embd)
         self.drop = nn.Dropout(spec.dropout)
         self.layers = nn.ModuleList(
-            TransformerBlock(spec.n_embd, spec.n_head, spec.block_size, spec.dropout)
+            TransformerBlock(spec.n_embd, spec.n_head, spec.dropout)
             for _ in range(spec.n_layer)
         )
         self.ln_f = nn.LayerNorm(spec.n_embd)

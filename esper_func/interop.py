@@ -57,7 +57,7 @@ from esper_func.hosts import (
 from esper_func.lifecycle.serialization import seed_state_from_esper_lite, seed_state_to_esper_lite
 from esper_func.lifecycle.state import SeedState, has_seed
 from esper_func.model import Buffers, Model, Params, check_tree
-from esper_func.slot import GateNetwork, Slot
+from esper_func.slot import GateNetwork, Slot, detached_copies
 from esper_func.stages import SeedStage
 
 __all__ = [
@@ -462,13 +462,9 @@ def _reference_tensor(params: Params, slot_params: Mapping[str, Mapping[str, Ten
 def _fresh_gate(slot: Slot, seed: int, reference: Tensor | None) -> dict[str, Tensor]:
     with seeded(seed):
         gate = GateNetwork(slot.channels, slot.topology)
-    out = {}
-    for name, tensor in gate.state_dict().items():
-        tensor = tensor.detach()
-        if reference is not None:
-            tensor = tensor.to(device=reference.device, dtype=reference.dtype)
-        out[name] = tensor.clone()
-    return out
+    device = None if reference is None else reference.device
+    dtype = None if reference is None else reference.dtype
+    return detached_copies(gate.state_dict().items(), device, dtype)
 
 
 def from_esper_lite(

@@ -35,14 +35,24 @@ from esper_func._rng import seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
-from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError, UnknownBlueprintError
+from esper_func.errors import (
+    CheckpointError,
+    DTypeError,
+    IllegalTransitionError,
+    InvalidArgumentError,
+    ParamsMismatchError,
+    ShapeError,
+    UnknownBlueprintError,
+)
 from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
 from esper_func.slot import (
     SeedFeatures,
     Slot,
     SlotModule,
     SlotParams,
+    check_named_tensors,
     check_slot_params,
+    detached_copies,
     germinate_slot,
     init_slot_params,
 )
@@ -175,11 +185,11 @@ class Model:
                     f"available (execution order): {list(known)}"
                 )
         if len(set(order)) != len(order):
-            raise ValueError(f"slot_order has duplicates: {list(order)}")
+            raise InvalidArgumentError(f"slot_order has duplicates: {list(order)}")
         if list(order) != sorted(order, key=known.index):
-            raise ValueError(f"slot_order must follow the host's execution order {list(known)}; got {list(order)}")
+            raise InvalidArgumentError(f"slot_order must follow the host's execution order {list(known)}; got {list(order)}")
         if not (len(self.slots) == len(self.stages) == len(order)):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"slot_order, slots and stages must have one entry per slot; got lengths "
                 f"{len(order)}, {len(self.slots)}, {len(self.stages)}"
             )
@@ -187,10 +197,10 @@ class Model:
         for slot_id, slot, stage in zip(order, self.slots, stages, strict=True):
             if slot is None:
                 if is_active_stage(stage) or stage in (SeedStage.GERMINATED,):
-                    raise ValueError(f"slot {slot_id!r} has no seed but stage {stage.name}; an empty slot's stage must be one without a seed")
+                    raise InvalidArgumentError(f"slot {slot_id!r} has no seed but stage {stage.name}; an empty slot's stage must be one without a seed")
                 continue
             if slot.topology != self.host.topology:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"slot {slot_id!r} holds a {slot.topology} seed but the host is a {self.host.topology} host"
                 )
             channels = self.host.slot_channels(slot_id)
@@ -296,18 +306,6 @@ class Model:
 # --------------------------------------------------------------------------- construction
 
 
-def _module_tensors(module: nn.Module, device: Any, dtype: torch.dtype | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    def convert(t: Tensor) -> Tensor:
-        t = t.detach().to(device=device)
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        return t.clone()
-
-    params = {k: convert(v) for k, v in module.named_parameters()}
-    buffers = {k: convert(v) for k, v in module.named_buffers()}
-    return params, buffers
-
-
 def build_model(
     host: Host,
     slots: Mapping[str, Slot | None] | Iterable[str],
@@ -348,7 +346,8 @@ def build_model(
     host_seed, *slot_seeds = split_seeds(generator, 1 + len(order))
     with seeded(host_seed):
         module = host.build_module()
-    host_params, host_buffers = _module_tensors(module, device, dtype)
+    host_params = detached_copies(module.named_parameters(), device, dtype)
+    host_buffers = detached_copies(module.named_buffers(), device, dtype)
     slot_params = {
         sid: init_slot_params(slot, torch.Generator().manual_seed(seed), device=device, dtype=dtype)
         for sid, slot, seed in zip(order, chosen, slot_seeds, strict=True)
@@ -360,18 +359,6 @@ def build_model(
 # --------------------------------------------------------------------------- validation
 
 
-def _check_named(kind: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -> None:
-    if not isinstance(got, Mapping):
-        raise ParamsMismatchError(f"{kind} must be a dict of tensors, got {type(got).__name__}")
-    if got.keys() != expected.keys():
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        raise ParamsMismatchError(f"{kind} does not match the host: missing {missing}, unexpected {extra}")
-    for name, shape in expected.items():
-        if tuple(got[name].shape) != shape:
-            raise ParamsMismatchError(f"{kind}[{name!r}] has shape {tuple(got[name].shape)}, expected {shape}")
-
-
 def check_tree(model: Model, params: Any, buffers: Any) -> None:
     """Raise :class:`ParamsMismatchError` unless ``params``/``buffers`` fit ``model`` exactly (names and shapes)."""
     if not isinstance(params, Mapping) or set(params) != {"host", "slots"}:
@@ -381,8 +368,8 @@ def check_tree(model: Model, params: Any, buffers: Any) -> None:
         got = sorted(buffers) if isinstance(buffers, Mapping) else type(buffers).__name__
         raise ParamsMismatchError(f'buffers must be {{"host": ...}}; got {got}')
     param_shapes, buffer_shapes = model.host_shapes
-    _check_named('params["host"]', params["host"], param_shapes)
-    _check_named('buffers["host"]', buffers["host"], buffer_shapes)
+    check_named_tensors('params["host"]', params["host"], param_shapes)
+    check_named_tensors('buffers["host"]', buffers["host"], buffer_shapes)
     seeded_ids = model.seeded
     if not isinstance(params["slots"], Mapping) or set(params["slots"]) != set(seeded_ids):
         got = sorted(params["slots"]) if isinstance(params["slots"], Mapping) else type(params["slots"]).__name__
@@ -496,7 +483,7 @@ def add_seed(
     host's first parameter.
     """
     if model.slot(slot_id) is not None:
-        raise ValueError(
+        raise IllegalTransitionError(
             f"slot {slot_id!r} already holds a {model.slot(slot_id).blueprint_id!r} seed "  # type: ignore[union-attr]
             f"in stage {model.stage(slot_id).name}; remove it first"
         )
@@ -539,7 +526,7 @@ def set_stages(model: Model, params: Params, stages: Mapping[str, Any]) -> tuple
         else:
             slot = model.slot(slot_id)
             if slot is None:
-                raise ValueError(f"slot {slot_id!r} is empty; it cannot be in stage {stage.name} (add a seed first)")
+                raise IllegalTransitionError(f"slot {slot_id!r} is empty; it cannot be in stage {stage.name} (add a seed first)")
             model = model.replace_slot(slot_id, slot=slot, stage=stage)
     return model, params
 
@@ -592,7 +579,7 @@ def model_to_dict(model: Model) -> dict[str, Any]:
 def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
     """Rebuild a :class:`Model` written by :func:`model_to_dict`; blueprints come from ``registry``.
 
-    Raises ``ValueError`` (or the registry's ``UnknownBlueprintError``) for a
+    Raises :class:`CheckpointError` (or the registry's ``UnknownBlueprintError``) for a
     malformed description, naming the offending field.
     """
     try:
@@ -611,4 +598,4 @@ def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
     except UnknownBlueprintError:
         raise
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed model description: {exc!r}; expected the layout of model_to_dict()") from exc
+        raise CheckpointError(f"malformed model description: {exc!r}; expected the layout of model_to_dict()") from exc

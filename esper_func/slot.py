@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -39,14 +39,23 @@ from esper_func._rng import seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blend import AlphaAlgorithm, blend, straight_through
 from esper_func.blueprints import Blueprint, Registry, zero_init_final_layer
-from esper_func.errors import BlueprintError, DTypeError, ParamsMismatchError, ShapeError, UnknownTopologyError
+from esper_func.errors import (
+    BlueprintError,
+    DTypeError,
+    InvalidArgumentError,
+    ParamsMismatchError,
+    ShapeError,
+    UnknownTopologyError,
+)
 from esper_func.stages import TOPOLOGIES, SeedStage, is_active_stage
 
 __all__ = [
     "GateNetwork",
     "Slot",
     "SlotModule",
+    "check_named_tensors",
     "check_slot_params",
+    "detached_copies",
     "SlotParams",
     "germinate_slot",
     "init_slot_params",
@@ -313,7 +322,7 @@ def germinate_slot(
     if topology not in TOPOLOGIES:
         raise UnknownTopologyError(f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}")
     if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+        raise InvalidArgumentError(f"channels must be a positive int, got {channels!r}")
     algorithm = AlphaAlgorithm(algorithm)
     bp = registry.get(topology, blueprint)
     _check_kwargs(bp, blueprint_kwargs)
@@ -344,22 +353,23 @@ def init_slot_params(
         gate = GateNetwork(slot.channels, slot.topology) if slot.algorithm == AlphaAlgorithm.GATE else None
     _check_shape_preserving(slot, seed)
 
-    params: SlotParams = {"seed": _detached_state(seed, device, dtype)}
+    params: SlotParams = {"seed": detached_copies(seed.state_dict().items(), device, dtype)}
     if gate is not None:
-        params["gate"] = _detached_state(gate, device, dtype)
+        params["gate"] = detached_copies(gate.state_dict().items(), device, dtype)
     return params
 
 
-def _detached_state(
-    module: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None
+def detached_copies(
+    named: Iterable[tuple[str, Tensor]], device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> dict[str, Tensor]:
-    state = {}
-    for name, tensor in module.state_dict().items():
+    """Fresh detached copies of ``(name, tensor)`` pairs; floating tensors cast to ``dtype`` if given."""
+    out = {}
+    for name, tensor in named:
         tensor = tensor.detach().to(device=device)
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
-        state[name] = tensor.clone()
-    return state
+        out[name] = tensor.clone()
+    return out
 
 
 def is_isolated(topology: str, stage: SeedStage | int) -> bool:
@@ -367,15 +377,15 @@ def is_isolated(topology: str, stage: SeedStage | int) -> bool:
     return stage == SeedStage.TRAINING or (topology == "cnn" and is_active_stage(stage))
 
 
-def _check_group(where: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -> None:
+def check_named_tensors(where: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise :class:`ParamsMismatchError` unless ``got`` maps exactly ``expected``'s names to tensors of those shapes."""
     if not isinstance(got, Mapping):
         raise ParamsMismatchError(f"{where} must be a dict of tensors, got {type(got).__name__}")
     if got.keys() != expected.keys():
         missing = sorted(set(expected) - set(got))
         extra = sorted(set(got) - set(expected))
         raise ParamsMismatchError(
-            f"{where} does not match the slot: missing {missing}, unexpected {extra}; "
-            f"expected exactly {sorted(expected)}"
+            f"{where} does not match: missing {missing}, unexpected {extra}; expected exactly {sorted(expected)}"
         )
     for key, shape in expected.items():
         if tuple(got[key].shape) != shape:
@@ -393,7 +403,7 @@ def check_slot_params(slot: Slot, params: Any, *, where: str = "params") -> None
             f"exactly {sorted(expected)}"
         )
     for group, shapes in expected.items():
-        _check_group(f"{where}[{group!r}]", params[group], shapes)
+        check_named_tensors(f"{where}[{group!r}]", params[group], shapes)
 
 
 def _check_features(slot: Slot, x: Tensor) -> None:
