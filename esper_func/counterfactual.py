@@ -83,8 +83,13 @@ def _plan(rows: list[tuple[float, ...]], device: torch.device, dtype: torch.dtyp
                 children[prefix] = len(children)
                 parents.append(index[prefix[:-1]])
                 alphas.append(prefix[-1])
+        branches = parents != list(range(len(index)))
         levels.append(
-            (torch.tensor(parents, dtype=torch.long, device=device), torch.tensor(alphas, dtype=dtype, device=device))
+            (
+                torch.tensor(parents, dtype=torch.long, device=device),
+                torch.tensor(alphas, dtype=dtype, device=device),
+                branches,
+            )
         )
         index = children
     return SweepPlan(tuple(levels)), [index[row] for row in rows]

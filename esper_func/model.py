@@ -121,19 +121,21 @@ class ModelModule(nn.Module):
         """
         batch = x.shape[0]
         h, start = x, 0
-        for (_, surface, slot_id, stage), (parents, alphas) in zip(self.route, plan.levels, strict=True):
+        for (_, surface, slot_id, stage), (parents, alphas, branches) in zip(self.route, plan.levels, strict=True):
             h = self.host(h, start, surface)
             slot = cast(SlotModule, self.slots[slot_id])
             features = slot.features(h, stage)
-            gather = _branch_gather(parents, batch)
-            h_child = h.index_select(0, gather)
-            features = SeedFeatures(
-                features.seed_input.index_select(0, gather),
-                features.seed_out.index_select(0, gather),
-                None if features.gate is None else features.gate.index_select(0, gather),
-            )
+            if branches:  # some parent has several children: copy parents into their child branches
+                gather = _branch_gather(parents, batch)
+                h = h.index_select(0, gather)
+                features = SeedFeatures(
+                    # Only MULTIPLY reads seed_input after the seed has run.
+                    features.seed_input.index_select(0, gather) if slot.algorithm == AlphaAlgorithm.MULTIPLY else h,
+                    features.seed_out.index_select(0, gather),
+                    None if features.gate is None else features.gate.index_select(0, gather),
+                )
             alpha = alphas.to(h.dtype).repeat_interleave(batch)
-            h = slot.combine(h_child, features, alpha.reshape((-1,) + (1,) * (h.ndim - 1)), stage)
+            h = slot.combine(h, features, alpha.reshape((-1,) + (1,) * (h.ndim - 1)), stage)
             start = surface
         return self.host(h, start, None)
 
@@ -147,12 +149,13 @@ def _branch_gather(parents: Tensor, batch: int) -> Tensor:
 class SweepPlan(NamedTuple):
     """A prefix tree over alpha rows, one level per routed slot.
 
-    ``levels[i] = (parents, alphas)``: child branch ``c`` at level ``i``
-    continues parent branch ``parents[c]`` of level ``i - 1`` (the root is
-    branch 0) with alpha ``alphas[c]`` at that slot.
+    ``levels[i] = (parents, alphas, branches)``: child branch ``c`` at level
+    ``i`` continues parent branch ``parents[c]`` of level ``i - 1`` (the root
+    is branch 0) with alpha ``alphas[c]`` at that slot; ``branches`` is
+    ``False`` when every parent has exactly one child, in order (no copy needed).
     """
 
-    levels: tuple[tuple[Tensor, Tensor], ...]
+    levels: tuple[tuple[Tensor, Tensor, bool], ...]
 
 
 @dataclasses.dataclass(frozen=True)
