@@ -23,44 +23,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baselines import StatefulModel
 from _timing import measure, print_table, setup_threads, stable_allocator
 
 import esper_func as ef
-from esper_func.slot import is_isolated
-
-
-class StatefulModel(nn.Module):
-    """Baseline: host module + seed modules + alpha buffer, blended with lerp."""
-
-    def __init__(self, model: ef.Model, params: dict, buffers: dict, alphas: torch.Tensor) -> None:
-        super().__init__()
-        host = model.host.build_module()
-        host.load_state_dict({**params["host"], **buffers["host"]}, strict=False)
-        self.host = host
-        self.seeds = nn.ModuleDict()
-        self.route = []
-        for i, sid in enumerate(model.slot_order):
-            slot = model.slot(sid)
-            seed = slot.blueprint.build(slot.channels)
-            seed.load_state_dict(params["slots"][sid]["seed"])
-            self.seeds[sid] = seed
-            isolate = is_isolated(slot.topology, model.stage(sid))
-            self.route.append((i, model.host.surface_index(sid), sid, isolate))
-        self.register_buffer("alphas", alphas.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, start = x, 0
-        for i, surface, sid, isolate in self.route:
-            h = self.host(h, start, surface)
-            seed_input = h.detach() if isolate else h
-            # esper-lite feeds seeds a contiguous copy of channels_last features, as esper_func does.
-            seed_input = seed_input.contiguous()
-            h = torch.lerp(h, self.seeds[sid](seed_input), self.alphas[i].clamp(0, 1))
-            start = surface
-        return self.host(h, start, None)
 
 
 def make(host: ef.CNNHost | ef.TransformerHost, blueprint: str) -> tuple:

@@ -438,13 +438,13 @@ def fit(
     world_size: int = 1,
 ) -> FitResult:
     """Run epochs ``loop.epoch + 1 .. config.epochs`` (from scratch when ``loop`` is None). Pure."""
-    # Rebinding model/state/loop keeps the last epoch's values (the inputs when no epoch runs).
-    for model, state, loop, _ in epochs(  # noqa: B007, B020
+    result = FitResult(model, state, loop or LoopState())
+    for after in epochs(
         model, state, data, optimizer=optimizer, config=config, registry=registry, controller=controller,
         loss_fn=loss_fn, loop=loop, reducer=reducer, rank=rank, world_size=world_size,
     ):
-        pass
-    return FitResult(model, state, loop or LoopState())
+        result = FitResult(*after[:3])
+    return result
 
 
 def epochs(
