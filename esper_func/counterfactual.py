@@ -67,7 +67,7 @@ def check_grid(model: Model, grid: Any) -> Tensor:
 
 
 def _active_columns(model: Model) -> list[int]:
-    return [index for index, _, _, _ in model._runners[0].prototype.route]  # type: ignore[attr-defined]
+    return [model.index(sid) for sid in model.routed]
 
 
 def _plan(rows: list[tuple[float, ...]], device: torch.device, dtype: torch.dtype) -> tuple[SweepPlan, list[int]]:

@@ -64,7 +64,6 @@ from esper_func.lifecycle import SeedState, has_seed, prune, record_accuracy, re
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
 from esper_func.slot import Slot
-from esper_func.stages import is_active_stage
 from esper_func.train import LocalReducer, LossFn, Reducer, TrainState, train_step
 
 __all__ = ["EpochRecord", "FitConfig", "FitResult", "LoopState", "fit", "event_to_dict", "run_epoch"]
@@ -160,9 +159,9 @@ def _validation_grid(model: Model, states: Mapping[str, SeedState], device: torc
     alphas = alphas_of(model, states, device=device)
     rows = [alphas]
     contributors = []
-    for slot_id in model.seeded:
+    for slot_id in model.routed:
         index = model.index(slot_id)
-        if is_active_stage(model.stage(slot_id)) and float(alphas[index]) > 0.0:
+        if float(alphas[index]) > 0.0:
             row = alphas.clone()
             row[index] = 0.0
             rows.append(row)

@@ -56,7 +56,7 @@ from esper_func.slot import (
     germinate_slot,
     init_slot_params,
 )
-from esper_func.stages import SeedStage, is_active_stage, is_failure_stage
+from esper_func.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
 
 __all__ = [
     "Model",
@@ -199,7 +199,7 @@ class Model:
         stages = tuple(SeedStage(s) for s in self.stages)
         for slot_id, slot, stage in zip(order, self.slots, stages, strict=True):
             if slot is None:
-                if is_active_stage(stage) or stage in (SeedStage.GERMINATED,):
+                if stage not in SEEDLESS_STAGES:
                     raise InvalidArgumentError(f"slot {slot_id!r} has no seed but stage {stage.name}; an empty slot's stage must be one without a seed")
                 continue
             if slot.topology != self.host.topology:
@@ -218,11 +218,7 @@ class Model:
         # Derived, non-field attributes: excluded from eq/hash/repr, rebuilt on unpickling.
         host_eval = on_meta(lambda: self.host.build_module(), train=False)
         # Stages as plain ints: torch.compile guards ints by value, not IntEnum members.
-        route = tuple(
-            (i, self.host.surface_index(sid), sid, int(stage))
-            for i, (sid, slot, stage) in enumerate(zip(self.slot_order, self.slots, self.stages, strict=True))
-            if slot is not None and is_active_stage(stage)
-        )
+        route = tuple((self.index(sid), self.host.surface_index(sid), sid, int(self.stage(sid))) for sid in self.routed)
         slot_modules = {sid: self.slot(sid).module for _, _, sid, _ in route}  # type: ignore[union-attr]
         train_slots = {sid: copy.deepcopy(m).train() for sid, m in slot_modules.items()}
         runners = (
@@ -263,6 +259,15 @@ class Model:
     def n_slots(self) -> int:
         """Number of enabled slots (the length of the alpha vector)."""
         return len(self.slot_order)
+
+    @property
+    def routed(self) -> tuple[str, ...]:
+        """Slot ids whose seed runs in the forward pass (a seed in TRAINING or later), in execution order."""
+        return tuple(
+            sid
+            for sid, slot, stage in zip(self.slot_order, self.slots, self.stages, strict=True)
+            if slot is not None and is_active_stage(stage)
+        )
 
     def index(self, slot_id: str) -> int:
         """Position of ``slot_id`` in :attr:`slot_order` (and in the alpha vector)."""
@@ -521,7 +526,7 @@ def set_stages(model: Model, params: Params, stages: Mapping[str, Any]) -> tuple
     """
     for slot_id, value in stages.items():
         stage = SeedStage(getattr(value, "stage", value))
-        if stage in (SeedStage.DORMANT, SeedStage.UNKNOWN) or is_failure_stage(stage):
+        if stage in SEEDLESS_STAGES:
             if model.slot(slot_id) is not None:
                 model, params = remove_seed(model, params, slot_id, stage=stage)
             else:

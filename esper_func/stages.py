@@ -25,6 +25,7 @@ __all__ = [
     "VALID_TRANSITIONS",
     "ACTIVE_STAGES",
     "FAILURE_STAGES",
+    "SEEDLESS_STAGES",
     "is_valid_transition",
     "is_active_stage",
     "is_failure_stage",
@@ -74,6 +75,9 @@ ACTIVE_STAGES: Final = frozenset({_S.TRAINING, _S.BLENDING, _S.HOLDING, _S.FOSSI
 
 #: Stages after a prune: the seed is gone and the slot is cooling down.
 FAILURE_STAGES: Final = frozenset({_S.PRUNED, _S.EMBARGOED, _S.RESETTING})
+
+#: Stages in which the slot holds no seed module (esper-lite: ``seed is None``).
+SEEDLESS_STAGES: Final = FAILURE_STAGES | {_S.UNKNOWN, _S.DORMANT}
 
 
 def is_valid_transition(from_stage: SeedStage, to_stage: SeedStage) -> bool:

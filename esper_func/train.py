@@ -32,7 +32,6 @@ from esper_func.counterfactual import flatten_tokens
 from esper_func.lifecycle import SeedState, gradient_norms, record_gradients, trainable
 from esper_func.model import Buffers, Model, Params, alphas_of, apply
 from esper_func.optim import Optimizer
-from esper_func.stages import is_active_stage
 
 __all__ = [
     "LocalReducer",
@@ -94,7 +93,10 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class StepMetrics:
-    """What one step measured (already reduced across ranks)."""
+    """What one step measured (already reduced across ranks).
+
+    ``seed_grad_norms`` holds the seeds in the forward pass (``model.routed``).
+    """
 
     loss: float
     accuracy: float
@@ -118,12 +120,11 @@ def init_train_state(
 
 def update_mask(model: Model, seeds: Mapping[str, SeedState]) -> dict[str, Any]:
     """The optimizer mask: the host trains; a seed trains when it runs and is not blending out."""
+    routed = model.routed
     slots = {}
     for slot_id in model.seeded:
         state = seeds.get(slot_id)
-        slots[slot_id] = (
-            state is not None and trainable(state) and is_active_stage(model.stage(slot_id))
-        )
+        slots[slot_id] = slot_id in routed and state is not None and trainable(state)
     return {"host": True, "slots": slots}
 
 
@@ -171,10 +172,11 @@ def train_step(
     new_buffers = _mean_float_buffers(reducer, new_buffers)
     loss, accuracy = reducer.mean((loss.detach(), accuracy))
 
-    norms = gradient_norms({"host": grads["host"], **{sid: grads["slots"][sid] for sid in model.seeded}})
+    routed = model.routed
+    norms = gradient_norms({"host": grads["host"], **{sid: grads["slots"][sid] for sid in routed}})
     seeds = dict(state.seeds)
-    for slot_id in model.seeded:
-        if slot_id in seeds and is_active_stage(model.stage(slot_id)):
+    for slot_id in routed:
+        if slot_id in seeds:
             seeds[slot_id] = record_gradients(
                 seeds[slot_id], host_grad_norm=norms["host"], seed_grad_norm=norms[slot_id]
             )
@@ -189,7 +191,7 @@ def train_step(
         loss=float(loss),
         accuracy=float(accuracy),
         host_grad_norm=float(norms["host"]),
-        seed_grad_norms={sid: float(norms[sid]) for sid in model.seeded},
+        seed_grad_norms={sid: float(norms[sid]) for sid in routed},
     )
     return new_state, metrics
 

@@ -292,6 +292,7 @@ def test_add_remove_and_set_stages_are_pure_and_consistent():
 
     m2, p2 = ef.set_stages(m1, p1, {"r0c1": S.BLENDING})
     assert m2.stage("r0c1") == S.BLENDING and p2 is p1
+    assert m1.routed == () and m2.routed == ("r0c1",)  # a GERMINATED seed is not in the forward pass
     m3, p3 = ef.set_stages(m2, p2, {"r0c1": S.PRUNED})
     assert m3.slot("r0c1") is None and m3.stage("r0c1") == S.PRUNED and p3["slots"] == {}
     m4, p4 = ef.remove_seed(m2, p2, "r0c1")

@@ -28,7 +28,7 @@ from typing import Final
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.alpha import AlphaController, AlphaMode
 from esper_func.blend import AlphaAlgorithm
-from esper_func.stages import SeedStage
+from esper_func.stages import SEEDLESS_STAGES, SeedStage
 
 __all__ = [
     "AUTO_PRUNE_REASONS",
@@ -53,9 +53,7 @@ AUTO_PRUNE_REASONS: Final[frozenset[str]] = frozenset(
 BLEND_ALGORITHMS: Final[tuple[str, ...]] = ("linear", "sigmoid", "gated")
 
 #: Stages in which the slot holds no seed (esper-lite: ``seed is None``).
-NO_SEED_STAGES: Final[frozenset[SeedStage]] = frozenset(
-    {SeedStage.UNKNOWN, SeedStage.DORMANT, SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING}
-)
+NO_SEED_STAGES: Final[frozenset[SeedStage]] = SEEDLESS_STAGES
 
 
 def _clamp10(x: float) -> float:
