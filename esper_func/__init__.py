@@ -8,11 +8,11 @@ untouched.
 from __future__ import annotations
 
 # Alpha scheduling
-from esper_func.alpha import AlphaController as AlphaController
-from esper_func.alpha import AlphaCurve as AlphaCurve
-from esper_func.alpha import AlphaMode as AlphaMode
-from esper_func.alpha import retarget as retarget
-from esper_func.alpha import tick as tick
+from esper_func.lifecycle.alpha import AlphaController as AlphaController
+from esper_func.lifecycle.alpha import AlphaCurve as AlphaCurve
+from esper_func.lifecycle.alpha import AlphaMode as AlphaMode
+from esper_func.lifecycle.alpha import retarget as retarget
+from esper_func.lifecycle.alpha import tick as tick
 
 # Submodules with their own namespaces
 from esper_func import checkpoint as checkpoint
@@ -30,7 +30,7 @@ from esper_func.counterfactual import evaluate as evaluate
 from esper_func.counterfactual import sweep as sweep
 
 # Blending and blueprints
-from esper_func.blend import AlphaAlgorithm as AlphaAlgorithm
+from esper_func.lifecycle.alpha import AlphaAlgorithm as AlphaAlgorithm
 from esper_func.blueprints import Blueprint as Blueprint
 from esper_func.blueprints import Registry as Registry
 from esper_func.blueprints import default_registry as default_registry
@@ -47,16 +47,16 @@ from esper_func.errors import UnknownBlueprintError as UnknownBlueprintError
 from esper_func.errors import UnknownTopologyError as UnknownTopologyError
 
 # Lifecycle events and gates
-from esper_func.events import GateEvaluated as GateEvaluated
-from esper_func.events import LifecycleEvent as LifecycleEvent
-from esper_func.events import SeedFossilized as SeedFossilized
-from esper_func.events import SeedGerminated as SeedGerminated
-from esper_func.events import SeedPruned as SeedPruned
-from esper_func.events import StageChanged as StageChanged
-from esper_func.gates import GateLevel as GateLevel
-from esper_func.gates import GateResult as GateResult
-from esper_func.gates import Gates as Gates
-from esper_func.gates import check_gate as check_gate
+from esper_func.lifecycle.events import GateEvaluated as GateEvaluated
+from esper_func.lifecycle.events import LifecycleEvent as LifecycleEvent
+from esper_func.lifecycle.events import SeedFossilized as SeedFossilized
+from esper_func.lifecycle.events import SeedGerminated as SeedGerminated
+from esper_func.lifecycle.events import SeedPruned as SeedPruned
+from esper_func.lifecycle.events import StageChanged as StageChanged
+from esper_func.lifecycle.gates import GateLevel as GateLevel
+from esper_func.lifecycle.gates import GateResult as GateResult
+from esper_func.lifecycle.gates import Gates as Gates
+from esper_func.lifecycle.gates import check_gate as check_gate
 
 # Hosts
 from esper_func.hosts import CNNHost as CNNHost
@@ -102,6 +102,6 @@ from esper_func.model import set_stages as set_stages
 from esper_func.slot import Slot as Slot
 from esper_func.slot import germinate_slot as germinate_slot
 from esper_func.slot import slot_apply as slot_apply
-from esper_func.stages import SeedStage as SeedStage
+from esper_func.lifecycle.stages import SeedStage as SeedStage
 
 __version__ = "0.1.0"

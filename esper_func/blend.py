@@ -20,10 +20,10 @@ Contracts (checked by the tests):
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import torch
 from torch import Tensor
+
+from esper_func.lifecycle.alpha import AlphaAlgorithm
 
 __all__ = [
     "AlphaAlgorithm",
@@ -35,14 +35,6 @@ __all__ = [
     "multiply_multiplier",
     "straight_through",
 ]
-
-
-class AlphaAlgorithm(IntEnum):
-    """How a seed is composed with the host (values as in esper-lite)."""
-
-    ADD = 1
-    MULTIPLY = 2
-    GATE = 3
 
 
 def _unit(x: Tensor) -> Tensor:

@@ -86,14 +86,13 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
-from esper_func.alpha import AlphaMode
-from esper_func.blend import AlphaAlgorithm
 from esper_func.errors import IllegalTransitionError, UnknownBlueprintError, UnknownTopologyError
-from esper_func.events import LifecycleEvent, SeedGerminated, SeedPruned
-from esper_func.gates import DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE, GateResult, Gates
+from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaMode
+from esper_func.lifecycle.events import LifecycleEvent, SeedGerminated, SeedPruned
+from esper_func.lifecycle.gates import DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE, GateResult, Gates
+from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage
 from esper_func.lifecycle.state import BLEND_ALGORITHMS, SeedState, has_seed
 from esper_func.lifecycle.transitions import advance, germinate, germinated_event, prune
-from esper_func.stages import TOPOLOGIES, SeedStage
 
 __all__ = [
     "DEFAULT_BLUEPRINT_ROTATION",

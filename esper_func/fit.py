@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
 from esper_func.controller import (
     Action,
@@ -49,8 +48,6 @@ from esper_func.controller import (
 from esper_func.counterfactual import grid_sums
 from esper_func.data import Dataset, batch_indices, batches
 from esper_func.errors import InvalidArgumentError
-from esper_func.events import LifecycleEvent
-from esper_func.gates import GateLevel, Gates
 from esper_func.governor import (
     ROLLBACK_PRUNE_REASON,
     GovernorConfig,
@@ -61,6 +58,9 @@ from esper_func.governor import (
     newest_seed,
 )
 from esper_func.lifecycle import SeedState, has_seed, prune, record_accuracy, record_contribution, step_epoch
+from esper_func.lifecycle.alpha import AlphaAlgorithm
+from esper_func.lifecycle.events import LifecycleEvent
+from esper_func.lifecycle.gates import GateLevel, Gates
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
 from esper_func.slot import Slot

@@ -56,8 +56,8 @@ from typing import Final
 import torch
 
 from esper_func._pytree import pytree_dataclass
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import SeedState, has_seed
-from esper_func.stages import SeedStage
 
 __all__ = [
     "DEFAULT_GOVERNOR_ABSOLUTE_THRESHOLD",

@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from esper_func._rng import seeded, split_seeds
-from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry, default_registry
 from esper_func.errors import CheckpointError, UnknownBlueprintError
 from esper_func.hosts import (
@@ -54,11 +53,12 @@ from esper_func.hosts import (
     parse_model_key,
     seed_key,
 )
-from esper_func.lifecycle.serialization import seed_state_from_esper_lite, seed_state_to_esper_lite
+from esper_func.lifecycle.alpha import AlphaAlgorithm
+from esper_func.lifecycle.codec import seed_state_from_esper_lite, seed_state_to_esper_lite
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import SeedState, has_seed
 from esper_func.model import Buffers, Model, Params, check_tree
 from esper_func.slot import GateNetwork, Slot, detached_copies
-from esper_func.stages import SeedStage
 
 __all__ = [
     "EXTRA_STATE_VERSION",

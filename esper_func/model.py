@@ -3,7 +3,7 @@
 A :class:`Model` is hashable static structure: the host spec, which of the
 host's injection points are enabled (``slot_order``, in execution order),
 the :class:`~esper_func.slot.Slot` germinated in each (or ``None``) and each
-slot's :class:`~esper_func.stages.SeedStage`. Numbers live outside it::
+slot's :class:`~esper_func.lifecycle.stages.SeedStage`. Numbers live outside it::
 
     params  = {"host": {name: tensor}, "slots": {slot_id: {"seed": {...}, ["gate": {...}]}}}
     buffers = {"host": {name: tensor}}          # BatchNorm running statistics
@@ -33,7 +33,6 @@ from torch.func import functional_call
 
 from esper_func._rng import seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
-from esper_func.blend import AlphaAlgorithm
 from esper_func.blueprints import Registry
 from esper_func.errors import (
     CheckpointError,
@@ -45,6 +44,8 @@ from esper_func.errors import (
     UnknownBlueprintError,
 )
 from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
+from esper_func.lifecycle.alpha import AlphaAlgorithm
+from esper_func.lifecycle.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
 from esper_func.slot import (
     SeedFeatures,
     Slot,
@@ -56,7 +57,6 @@ from esper_func.slot import (
     germinate_slot,
     init_slot_params,
 )
-from esper_func.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
 
 __all__ = [
     "Model",

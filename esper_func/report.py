@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.stages import SeedStage
 
 __all__ = ["write_report"]
 

@@ -19,18 +19,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esper_func.alpha import AlphaCurve
 from esper_func.blueprints import Registry
 from esper_func.checkpoint import load_checkpoint, save_checkpoint
 from esper_func.errors import CheckpointError
-from esper_func.events import GateEvaluated, LifecycleEvent, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
 from esper_func.fit import LoopState, event_to_dict
-from esper_func.gates import GateLevel
 from esper_func.governor import GovernorState
 from esper_func.lifecycle import state_from_dict, state_to_dict
+from esper_func.lifecycle.alpha import AlphaCurve
+from esper_func.lifecycle.events import (
+    GateEvaluated,
+    LifecycleEvent,
+    SeedFossilized,
+    SeedGerminated,
+    SeedPruned,
+    StageChanged,
+)
+from esper_func.lifecycle.gates import GateLevel
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.model import Model, check_tree, model_from_dict, model_to_dict
 from esper_func.optim import Optimizer, state_from_tree, state_to_tree
-from esper_func.stages import SeedStage
 from esper_func.train import TrainState
 
 __all__ = ["RUN_FORMAT", "RUN_VERSION", "SavedRun", "event_from_dict", "load_run", "save_run"]

@@ -37,7 +37,7 @@ from torch.func import functional_call
 
 from esper_func._rng import seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
-from esper_func.blend import AlphaAlgorithm, blend, straight_through
+from esper_func.blend import blend, straight_through
 from esper_func.blueprints import Blueprint, Registry, zero_init_final_layer
 from esper_func.errors import (
     BlueprintError,
@@ -47,7 +47,8 @@ from esper_func.errors import (
     ShapeError,
     UnknownTopologyError,
 )
-from esper_func.stages import TOPOLOGIES, SeedStage, is_active_stage
+from esper_func.lifecycle.alpha import AlphaAlgorithm
+from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage, is_active_stage
 
 __all__ = [
     "GateNetwork",

@@ -12,7 +12,8 @@ import torch.utils._pytree as torch_pytree
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esper_func.alpha import (
+from esper_func.errors import IllegalTransitionError
+from esper_func.lifecycle.alpha import (
     AlphaController,
     AlphaCurve,
     AlphaMode,
@@ -20,7 +21,6 @@ from esper_func.alpha import (
     retarget,
     tick,
 )
-from esper_func.errors import IllegalTransitionError
 
 
 def _logistic(x: float) -> float:  # only used with moderate |x| here

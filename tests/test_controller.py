@@ -16,8 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esper_func import default_registry
-from esper_func.alpha import AlphaController, AlphaMode
-from esper_func.blend import AlphaAlgorithm
 from esper_func.controller import (
     DEFAULT_BLUEPRINT_ROTATION,
     Action,
@@ -35,8 +33,6 @@ from esper_func.controller import (
     select_blueprint,
 )
 from esper_func.errors import IllegalTransitionError, UnknownBlueprintError, UnknownTopologyError
-from esper_func.events import LifecycleEvent, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
-from esper_func.gates import GateLevel, Gates
 from esper_func.lifecycle import (
     SeedState,
     advance,
@@ -47,7 +43,10 @@ from esper_func.lifecycle import (
     record_contribution,
     step_epoch,
 )
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController, AlphaMode
+from esper_func.lifecycle.events import LifecycleEvent, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
+from esper_func.lifecycle.gates import GateLevel, Gates
+from esper_func.lifecycle.stages import SeedStage
 
 S = SeedStage
 K = ActionKind

@@ -17,7 +17,6 @@ import torch.utils._pytree as torch_pytree
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esper_func.gates import Gates
 from esper_func.governor import (
     ROLLBACK_PRUNE_REASON,
     GovernorConfig,
@@ -28,7 +27,8 @@ from esper_func.governor import (
     newest_seed,
 )
 from esper_func.lifecycle import SeedState, advance, germinate, prune, record_accuracy, step_epoch
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.gates import Gates
+from esper_func.lifecycle.stages import SeedStage
 
 CFG = GovernorConfig()
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 import esper_func as ef
 from esper_func.interop import from_esper_lite, from_state_dict, to_state_dict
-from esper_func.lifecycle.serialization import seed_state_to_esper_lite
+from esper_func.lifecycle.codec import seed_state_to_esper_lite
 
 S = ef.SeedStage
 A = ef.AlphaAlgorithm

@@ -17,11 +17,7 @@ import pytest
 import torch
 import torch.utils._pytree as torch_pytree
 
-from esper_func.alpha import AlphaController, AlphaCurve, AlphaMode
-from esper_func.blend import AlphaAlgorithm
 from esper_func.errors import CheckpointError, IllegalTransitionError, UnknownTopologyError
-from esper_func.events import GateEvaluated, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
-from esper_func.gates import GateLevel, GateResult, Gates
 from esper_func.lifecycle import (
     SeedMetrics,
     SeedState,
@@ -44,7 +40,10 @@ from esper_func.lifecycle import (
     step_epoch,
     trainable,
 )
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController, AlphaCurve, AlphaMode
+from esper_func.lifecycle.events import GateEvaluated, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
+from esper_func.lifecycle.gates import GateLevel, GateResult, Gates
+from esper_func.lifecycle.stages import SeedStage
 
 S = SeedStage
 G3 = frozenset({GateLevel.G3})

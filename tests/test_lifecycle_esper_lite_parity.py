@@ -21,9 +21,6 @@ from esper.leyline import SeedStage as ELSeedStage  # noqa: E402
 from esper.leyline.alpha import AlphaAlgorithm as ELAlphaAlgorithm  # noqa: E402
 from esper.leyline.alpha import AlphaCurve as ELAlphaCurve  # noqa: E402
 
-from esper_func.alpha import AlphaCurve  # noqa: E402
-from esper_func.blend import AlphaAlgorithm  # noqa: E402
-from esper_func.gates import GateLevel, GateResult, Gates  # noqa: E402
 from esper_func.lifecycle import (  # noqa: E402
     SeedState,
     advance,
@@ -38,7 +35,12 @@ from esper_func.lifecycle import (  # noqa: E402
     step_epoch,
     trainable,
 )
-from esper_func.stages import SeedStage  # noqa: E402
+from esper_func.lifecycle.alpha import (  # noqa: E402
+    AlphaAlgorithm,
+    AlphaCurve,
+)
+from esper_func.lifecycle.gates import GateLevel, GateResult, Gates  # noqa: E402
+from esper_func.lifecycle.stages import SeedStage  # noqa: E402
 
 SeedSlot = slot_module.SeedSlot
 QualityGates = slot_module.QualityGates

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from esper_func.alpha import AlphaController, AlphaMode
 from esper_func.errors import IllegalTransitionError
-from esper_func.gates import GATE_FOR_STAGE, GateLevel, GateResult, Gates, check_gate, gate_for_stage
 from esper_func.lifecycle import SeedState, germinate
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.alpha import AlphaController, AlphaMode
+from esper_func.lifecycle.gates import GATE_FOR_STAGE, GateLevel, GateResult, Gates, check_gate, gate_for_stage
+from esper_func.lifecycle.stages import SeedStage
 
 S = SeedStage
 

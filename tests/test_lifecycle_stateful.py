@@ -21,11 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from esper_func.alpha import AlphaCurve, AlphaMode
-from esper_func.blend import AlphaAlgorithm
 from esper_func.errors import IllegalTransitionError
-from esper_func.events import GateEvaluated, SeedFossilized, SeedPruned, StageChanged
-from esper_func.gates import GateLevel, GateResult, Gates
 from esper_func.lifecycle import (
     AUTO_PRUNE_REASONS,
     SeedState,
@@ -43,7 +39,10 @@ from esper_func.lifecycle import (
     step_epoch,
     trainable,
 )
-from esper_func.stages import FAILURE_STAGES, SeedStage, is_valid_transition
+from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaCurve, AlphaMode
+from esper_func.lifecycle.events import GateEvaluated, SeedFossilized, SeedPruned, StageChanged
+from esper_func.lifecycle.gates import GateLevel, GateResult, Gates
+from esper_func.lifecycle.stages import FAILURE_STAGES, SeedStage, is_valid_transition
 
 S = SeedStage
 RAMPING = (AlphaMode.UP, AlphaMode.DOWN)

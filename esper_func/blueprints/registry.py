@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 from torch import nn
 
 from esper_func.errors import BlueprintExistsError, UnknownBlueprintError, UnknownTopologyError
-from esper_func.stages import TOPOLOGIES
+from esper_func.lifecycle.stages import TOPOLOGIES
 
 __all__ = ["Blueprint", "Registry", "default_registry"]
 

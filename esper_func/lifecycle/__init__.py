@@ -11,12 +11,18 @@ function returning a new state and the events it caused::
 Modules: :mod:`.state` (the values), :mod:`.transitions` (germinate, advance,
 prune, schedule_prune, set_alpha_target, step_epoch), :mod:`.measure`
 (record_* and gradient norms), :mod:`.serialization` (dicts and esper-lite
-import). Gates live in :mod:`esper_func.gates`, events in
-:mod:`esper_func.events`, the alpha controller in :mod:`esper_func.alpha`.
+import). Gates live in :mod:`esper_func.lifecycle.gates`, events in
+:mod:`esper_func.lifecycle.events`, the alpha controller in :mod:`esper_func.lifecycle.alpha`.
 """
 
 from __future__ import annotations
 
+from esper_func.lifecycle.codec import (
+    seed_state_from_esper_lite,
+    seed_state_to_esper_lite,
+    state_from_dict,
+    state_to_dict,
+)
 from esper_func.lifecycle.measure import (
     global_norm,
     gradient_norms,
@@ -24,12 +30,6 @@ from esper_func.lifecycle.measure import (
     record_accuracy,
     record_contribution,
     record_gradients,
-)
-from esper_func.lifecycle.serialization import (
-    seed_state_from_esper_lite,
-    seed_state_to_esper_lite,
-    state_from_dict,
-    state_to_dict,
 )
 from esper_func.lifecycle.state import (
     AUTO_PRUNE_REASONS,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from esper_func._pytree import tree_leaves
-from esper_func.gates import DEFAULT_GRADIENT_EMA_DECAY
+from esper_func.lifecycle.gates import DEFAULT_GRADIENT_EMA_DECAY
 from esper_func.lifecycle.state import SeedState, has_seed
 
 __all__ = [

@@ -26,9 +26,8 @@ import dataclasses
 from typing import Final
 
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func.alpha import AlphaController, AlphaMode
-from esper_func.blend import AlphaAlgorithm
-from esper_func.stages import SEEDLESS_STAGES, SeedStage
+from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController, AlphaMode
+from esper_func.lifecycle.stages import SEEDLESS_STAGES, SeedStage
 
 __all__ = [
     "AUTO_PRUNE_REASONS",

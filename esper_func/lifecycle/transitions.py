@@ -22,11 +22,26 @@ import math
 from collections.abc import Iterable
 from typing import Final
 
-from esper_func.alpha import DEFAULT_STEEPNESS, AlphaController, AlphaCurve, AlphaMode, retarget, tick
-from esper_func.blend import AlphaAlgorithm
 from esper_func.errors import IllegalTransitionError, UnknownTopologyError
-from esper_func.events import GateEvaluated, LifecycleEvent, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
-from esper_func.gates import GateLevel, GateResult, Gates, check_gate
+from esper_func.lifecycle.alpha import (
+    DEFAULT_STEEPNESS,
+    AlphaAlgorithm,
+    AlphaController,
+    AlphaCurve,
+    AlphaMode,
+    retarget,
+    tick,
+)
+from esper_func.lifecycle.events import (
+    GateEvaluated,
+    LifecycleEvent,
+    SeedFossilized,
+    SeedGerminated,
+    SeedPruned,
+    StageChanged,
+)
+from esper_func.lifecycle.gates import GateLevel, GateResult, Gates, check_gate
+from esper_func.lifecycle.stages import TOPOLOGIES, VALID_TRANSITIONS, SeedStage, is_failure_stage, is_valid_transition
 from esper_func.lifecycle.state import (
     AUTO_PRUNE_REASONS,
     BLEND_ALGORITHMS,
@@ -34,7 +49,6 @@ from esper_func.lifecycle.state import (
     SeedState,
     has_seed,
 )
-from esper_func.stages import TOPOLOGIES, VALID_TRANSITIONS, SeedStage, is_failure_stage, is_valid_transition
 
 __all__ = [
     "germinate",

@@ -35,6 +35,7 @@ from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.errors import IllegalTransitionError
 
 __all__ = [
+    "AlphaAlgorithm",
     "AlphaCurve",
     "AlphaMode",
     "AlphaController",
@@ -49,6 +50,14 @@ __all__ = [
 DEFAULT_STEEPNESS: Final[float] = 12.0
 #: Smallest steepness kept; lower values are raised to this (esper-lite's floor).
 MIN_STEEPNESS: Final[float] = 0.1
+
+
+class AlphaAlgorithm(IntEnum):
+    """How a seed is composed with the host (values as in esper-lite)."""
+
+    ADD = 1
+    MULTIPLY = 2
+    GATE = 3
 
 
 class AlphaMode(IntEnum):

@@ -22,11 +22,10 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any, Final
 
-from esper_func.alpha import DEFAULT_STEEPNESS, AlphaController, AlphaCurve, AlphaMode
-from esper_func.blend import AlphaAlgorithm
 from esper_func.errors import CheckpointError
+from esper_func.lifecycle.alpha import DEFAULT_STEEPNESS, AlphaAlgorithm, AlphaController, AlphaCurve, AlphaMode
+from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage
 from esper_func.lifecycle.state import BLEND_ALGORITHMS, STAGE_HISTORY_MAXLEN, SeedMetrics, SeedState
-from esper_func.stages import TOPOLOGIES, SeedStage
 
 __all__ = [
     "SCHEMA",

@@ -7,8 +7,8 @@ The records carry what a dashboard needs (the fields of esper-lite's
 environment id). ``epoch`` is the seed's ``metrics.epochs_total`` when the
 event happened.
 
-Stage fields are :class:`~esper_func.stages.SeedStage` members and curves are
-:class:`~esper_func.alpha.AlphaCurve` members; use ``.name`` for display.
+Stage fields are :class:`~esper_func.lifecycle.stages.SeedStage` members and curves are
+:class:`~esper_func.lifecycle.alpha.AlphaCurve` members; use ``.name`` for display.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeAlias
 
-from esper_func.alpha import AlphaCurve
-from esper_func.gates import GateLevel
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.alpha import AlphaCurve
+from esper_func.lifecycle.gates import GateLevel
+from esper_func.lifecycle.stages import SeedStage
 
 __all__ = [
     "SeedGerminated",
@@ -51,7 +51,7 @@ class GateEvaluated:
     """A quality gate was checked for a requested transition.
 
     ``passed`` is the gate's verdict; the transition may still not happen
-    (see the :class:`~esper_func.gates.GateResult` returned by ``advance``).
+    (see the :class:`~esper_func.lifecycle.gates.GateResult` returned by ``advance``).
     """
 
     slot_id: str

@@ -36,9 +36,9 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from esper_func.alpha import AlphaMode
 from esper_func.errors import IllegalTransitionError
-from esper_func.stages import SeedStage
+from esper_func.lifecycle.alpha import AlphaMode
+from esper_func.lifecycle.stages import SeedStage
 
 if TYPE_CHECKING:
     from esper_func.lifecycle.state import SeedState
