@@ -24,6 +24,8 @@ from esper_func.lifecycle.codec import (
     state_to_dict,
 )
 from esper_func.lifecycle.measure import (
+    GradientHealth,
+    gradient_health,
     global_norm,
     gradient_norms,
     gradient_ratio,
@@ -56,6 +58,8 @@ __all__ = [
     "germinate",
     "germinated_event",
     "global_norm",
+    "GradientHealth",
+    "gradient_health",
     "gradient_norms",
     "gradient_ratio",
     "has_seed",

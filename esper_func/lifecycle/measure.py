@@ -18,7 +18,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +37,10 @@ __all__ = [
     "gradient_ratio",
     "gradient_norms",
     "global_norm",
+    "GradientHealth",
+    "gradient_health",
+    "VANISHING_THRESHOLD",
+    "EXPLODING_THRESHOLD",
 ]
 
 #: Host gradient norms below this make the seed/host ratio meaningless (ratio 0).
@@ -45,6 +49,12 @@ GRADIENT_EPSILON: Final[float] = 1e-8
 MAX_GRADIENT_RATIO: Final[float] = 10.0
 #: EMA decay of ``metrics.contribution_velocity`` (esper-lite's counterfactual engine).
 CONTRIBUTION_VELOCITY_DECAY: Final[float] = 0.7
+
+#: A per-tensor gradient norm below this counts as vanishing (esper-lite's gradient collector).
+VANISHING_THRESHOLD: Final[float] = 1e-7
+#: A per-tensor gradient norm above this (or non-finite) counts as exploding: 10x esper-lite's
+#: training clip norm of 1.0.
+EXPLODING_THRESHOLD: Final[float] = 10.0
 
 Number = float | int | Tensor
 
@@ -194,3 +204,57 @@ def gradient_norms(grads: Mapping[str, Any]) -> dict[str, Tensor]:
             f"{{'host': host_grads, 'seed': seed_grads}}; got {type(grads).__name__}"
         )
     return {name: global_norm(tree) for name, tree in grads.items()}
+
+
+class GradientHealth(NamedTuple):
+    """Gradient health of one seed, as 0-d tensors (nothing synced to the host).
+
+    ``norm`` is the global L2 norm (float64); ``health`` is in ``[0, 1]``;
+    ``has_vanishing`` and ``has_exploding`` are booleans. Convert with
+    ``float()``/``bool()`` when the loop records them
+    (:func:`record_gradients`).
+    """
+
+    norm: Tensor
+    health: Tensor
+    has_vanishing: Tensor
+    has_exploding: Tensor
+
+
+def gradient_health(
+    tree: Any,
+    *,
+    vanishing_threshold: float = VANISHING_THRESHOLD,
+    exploding_threshold: float = EXPLODING_THRESHOLD,
+) -> GradientHealth:
+    """esper-lite's gradient health of the gradient tensors in ``tree`` (pure, sync-free).
+
+    Per tensor, the L2 norm in float64 (so squares of large values do not
+    overflow). With ``n`` tensors, ``v`` of them below ``vanishing_threshold``
+    and ``e`` above ``exploding_threshold`` or not finite::
+
+        health = clamp(1 - 0.5 * v / n - 0.8 * e / n, 0, 1)   if the global norm is finite
+                 0                                           otherwise
+
+    ``has_vanishing = v > 0``, ``has_exploding = e > 0``. An empty tree is
+    healthy: norm 0, health 1, no flags (esper-lite's convention for a seed
+    without gradients). Reproduces ``collect_seed_gradients`` of esper-lite's
+    ``simic/telemetry/gradient_collector.py``.
+    """
+    leaves = [leaf for leaf in tree_leaves(tree) if leaf is not None]
+    for leaf in leaves:
+        if not isinstance(leaf, Tensor):
+            raise TypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
+    if not leaves:
+        zero = torch.zeros((), dtype=torch.float64)
+        false = torch.zeros((), dtype=torch.bool)
+        return GradientHealth(zero, torch.ones((), dtype=torch.float64), false, false)
+    device = leaves[0].device
+    norms = torch.stack([torch.linalg.vector_norm(leaf.detach().double()).to(device) for leaf in leaves])
+    total = norms.square().sum().sqrt()
+    n_vanishing = (norms < vanishing_threshold).sum()
+    n_exploding = ((norms > exploding_threshold) | ~torch.isfinite(norms)).sum()
+    n = float(len(leaves))
+    health = (1.0 - (n_vanishing.double() / n) * 0.5 - (n_exploding.double() / n) * 0.8).clamp(0.0, 1.0)
+    health = torch.where(torch.isfinite(total), health, torch.zeros_like(health))
+    return GradientHealth(total, health, n_vanishing > 0, n_exploding > 0)
