@@ -133,7 +133,7 @@ def import_esper_lite() -> Esper:
         raise RecorderError(
             f"esper-lite at ESPER_LITE_SRC={raw!r} does not import: {type(exc).__name__}: {exc}"
         ) from exc
-    loaded = Path(es.esper.__file__).resolve()
+    loaded = Path(es.esper.__file__ or "").resolve()
     if src not in loaded.parents:
         raise RecorderError(
             f"`import esper` loaded {loaded}, not the copy under ESPER_LITE_SRC={src}; remove the other copy from the path."
@@ -1568,7 +1568,7 @@ def controller_trace(es: Esper, index: int, seed: int) -> dict[str, Any]:
 
 
 def draw_losses(
-    rng: random.Random, n: int, *, window: int, guess: float, absolute: float, min_panics: int
+    rng: random.Random, n: int, *, guess: float, absolute: float, min_panics: int
 ) -> list[tuple[str, float]]:
     """Random validation losses: warm-up, healthy noise, NaN/inf, lobotomy, divergence spikes, recoveries."""
     level = rng.uniform(0.3, 1.2)
@@ -1687,7 +1687,6 @@ def governor_trace(es: Esper, index: int, seed: int) -> dict[str, Any]:
     losses = draw_losses(
         rng,
         n_epochs,
-        window=resolved["history_window"],
         guess=gov.random_guess_loss,
         absolute=gov.absolute_threshold,
         min_panics=gov.min_panics_before_rollback,
@@ -1760,16 +1759,13 @@ def governor_trace(es: Esper, index: int, seed: int) -> dict[str, Any]:
                     op, args = planners[sid].next_op(slot)
                     if op in STATE_OPS and slot.state is None:
                         continue
+                    was = stage_name(slot)
                     rec = drivers[sid].run(op, args)
                     rec["slot"] = sid
                     del rec["events"]
                     actions.append(rec)
-                    if (
-                        op == "advance_stage"
-                        and args["target"] == "FOSSILIZED"
-                        and rec.get("returned", {}).get("passed")
-                    ):
-                        needs_snapshot = True
+                    if was != "FOSSILIZED" and stage_name(slot) == "FOSSILIZED":
+                        needs_snapshot = True  # the trainer's fossilize handler asks for a snapshot
                 drivers[sid].events.clear()
             step["actions"] = actions
         step["stages"] = {sid: stage_name(model.seed_slots[sid]) for sid in SLOT_IDS}
@@ -1850,7 +1846,7 @@ def shape(check: str) -> str:
 
 
 def lifecycle_coverage(traces: list[dict[str, Any]]) -> dict[str, Any]:
-    ops = Counter()
+    ops: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     stages: Counter[str] = Counter()
     transitions: Counter[str] = Counter()
@@ -1860,9 +1856,11 @@ def lifecycle_coverage(traces: list[dict[str, Any]]) -> dict[str, Any]:
     refusals: Counter[str] = Counter()
     changed = 0
     stage_names = {v: k for k, v in ALL_STAGE_VALUES.items()}
-    fossilized = Counter()
-    traces_fossilized = Counter()
+    fossilized: Counter[str] = Counter()
+    traces_fossilized: Counter[str] = Counter()
     recycled = 0
+    germinations: Counter[str] = Counter()
+    retargets: Counter[str] = Counter()
     for trace in traces:
         mode = "permissive" if trace["gates"]["permissive"] else "strict"
         reached: set[str] = set()
@@ -1873,6 +1871,18 @@ def lifecycle_coverage(traces: list[dict[str, Any]]) -> dict[str, Any]:
             op = rec["op"]
             ops[op] += 1
             after = rec["after"]
+            args = rec["args"]
+            if op == "germinate" and "raised" not in rec and after is not None:
+                germinations[
+                    f"{after['slot']['resolved_topology']} {args['alpha_algorithm']} {args['blend_algorithm_id']}"
+                ] += 1
+            if op == "set_alpha_target" and rec.get("returned") is True and prev_after is not None:
+                old = ALGORITHM_NAMES[prev_after["seed_state"]["alpha_algorithm"]]
+                new = args["alpha_algorithm"] or old
+                stage = stage_names[prev_after["seed_state"]["stage"]]
+                target = args["alpha_target"]
+                kind = "full" if isinstance(target, float) and target >= 1.0 - 1e-6 else "partial"
+                retargets[f"from {stage}, {kind} target, {old}->{new}"] += 1
             if "raised" in rec:
                 outcomes[f"{op}: raised {rec['raised']['type']}"] += 1
                 exceptions[f"{op}: {rec['raised']['type']}: {shape(rec['raised']['message'])[:110]}"] += 1
@@ -1924,6 +1934,9 @@ def lifecycle_coverage(traces: list[dict[str, Any]]) -> dict[str, Any]:
         "traces_reaching_fossilized": dict(sorted(traces_fossilized.items())),
         "fossilized_by_mode_and_algorithm": dict(sorted(fossilized.items())),
         "regerminations_after_cooldown": recycled,
+        "germinations": dict(sorted(germinations.items())),
+        "accepted_retargets": dict(sorted(retargets.items())),
+        "scenario_traces": sum(t["scenario"] is not None for t in traces),
         "traces_by_mode": dict(Counter("permissive" if t["gates"]["permissive"] else "strict" for t in traces)),
     }
 
@@ -2077,7 +2090,8 @@ def record(
     mismatched = [rel for rel, digest in EXPECTED_SHA256.items() if prints[rel] != digest]
     if mismatched and not allow_other_source:
         raise RecorderError(
-            f"ESPER_LITE_SRC is not esper-lite {COMMIT}: {', '.join(mismatched)} differ from {COMMIT}'s. "
+            f"ESPER_LITE_SRC is not esper-lite {COMMIT}: {', '.join(mismatched)} "
+            f"{'differs' if len(mismatched) == 1 else 'differ'} from {COMMIT}'s. "
             "Pass --allow-other-source to record it anyway (then the data no longer describes the reference)."
         )
     torch.use_deterministic_algorithms(True)
@@ -2158,6 +2172,10 @@ COVERAGE_BEGIN = "<!-- coverage:begin (written by tools/record_esper_lite.py) --
 COVERAGE_END = "<!-- coverage:end -->"
 
 
+def _kv(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
 def _table(title: str, counts: dict[str, Any]) -> list[str]:
     lines = [f"**{title}**", "", "| case | count |", "| --- | ---: |"]
     lines += [f"| `{k}` | {v} |" for k, v in counts.items()]
@@ -2178,14 +2196,19 @@ def render_coverage(meta: dict[str, Any]) -> str:
         "",
         "### Lifecycle traces",
         "",
-        f"{lc['traces']} traces ({lc['traces_by_mode']}), {lc['ops']} operations. "
-        f"Traces reaching FOSSILIZED: {lc['traces_reaching_fossilized']}; fossilized seeds by gate mode and "
-        f"algorithm: {lc['fossilized_by_mode_and_algorithm']}. Re-germinations after a full cooldown: "
+        f"{lc['traces']} traces ({lc['scenario_traces']} of them scripted scenarios; gate modes: "
+        f"{_kv(lc['traces_by_mode'])}), {lc['ops']} operations. Traces reaching FOSSILIZED: "
+        f"{_kv(lc['traces_reaching_fossilized'])}; traces fossilizing a seed, by gate mode and algorithm: "
+        f"{_kv(lc['fossilized_by_mode_and_algorithm'])}. Re-germinations after a full cooldown: "
         f"{lc['regerminations_after_cooldown']}. Refused or failed operations that still changed the state "
         f"(`refused_but_changed`): {lc['refused_but_changed']}.",
         "",
     ]
     out += _table("Operations", lc["op_counts"])
+    out += _table("Germinations (topology, algorithm, blend)", lc["germinations"])
+    out += _table(
+        "Accepted `set_alpha_target` calls (stage before, target, algorithm switch)", lc["accepted_retargets"]
+    )
     out += _table("Outcomes", lc["outcomes"])
     out += _table("Stage after an operation", lc["stages_after_op"])
     out += _table("Stage transitions (SEED_STAGE_CHANGED events)", lc["transitions"])
@@ -2196,7 +2219,7 @@ def render_coverage(meta: dict[str, Any]) -> str:
     out += [
         "### Controller traces",
         "",
-        f"{ct['traces']} traces ({ct['traces_by_mode']}), {ct['epochs']} epochs; {ct['traces_with_counterfactual']} "
+        f"{ct['traces']} traces (gate modes: {_kv(ct['traces_by_mode'])}), {ct['epochs']} epochs; {ct['traces_with_counterfactual']} "
         f"with counterfactual contributions, {ct['traces_with_telemetry_sync']} with telemetry sync; "
         f"{ct['traces_with_a_fossil']} traces fossilize at least one seed.",
         "",
