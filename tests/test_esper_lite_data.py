@@ -31,7 +31,6 @@ OPS = {
     "prune",
     "schedule_prune",
     "set_alpha_target",
-    "set_alpha",
     "step_epoch",
     "record_accuracy",
     "capture_gradients",

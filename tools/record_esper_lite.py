@@ -386,9 +386,6 @@ class SlotDriver:
                     initiator=a["initiator"],
                 )
             )
-        if op == "set_alpha":
-            slot.set_alpha(a["alpha"])
-            return None
         if op == "step_epoch":
             slot.auto_forward_gates = frozenset(es.GateLevel[g] for g in a["auto_forward"])
             slot.step_epoch()
@@ -1492,6 +1489,7 @@ def controller_trace(es: Esper, index: int, seed: int) -> dict[str, Any]:
                 events.extend(rec["events"])
                 if rec["returned"]["passed"]:
                     slots[target_slot].set_alpha(1.0)
+                    applied["set_alpha"] = 1.0
         elif op == "PRUNE":
             if target_slot is None:
                 applied["skipped"] = "no_target"
