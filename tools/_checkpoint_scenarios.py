@@ -32,6 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
 __all__ = [
     "EVAL_BATCH",
     "LEARNING_RATE",
@@ -41,6 +45,9 @@ __all__ = [
     "Scenario",
     "SlotPlan",
     "SCENARIOS",
+    "loss_fn",
+    "make_batch",
+    "output_inputs",
     "scenario",
 ]
 
@@ -188,7 +195,7 @@ TRANSFORMER_HOST: Final[dict[str, Any]] = {
 TRANSFORMER_SLOTS: Final[tuple[str, ...]] = ("r0c0", "r0c1", "r0c2")
 
 # MULTIPLY zero-initialises a blueprint's last conv/linear layer. For cnn
-# conv_light, conv_small and depthwise that layer feeds GroupNorm and ReLU,
+# conv_light, conv_heavy, conv_small and depthwise that layer feeds GroupNorm and ReLU,
 # which then output exactly 0 with zero gradient: such a seed never trains in
 # esper-lite. MULTIPLY seeds here use blueprints that do train (norm,
 # attention, bottleneck; every transformer blueprint), or were germinated with
@@ -381,3 +388,41 @@ def scenario(name: str) -> Scenario:
         if s.name == name:
             return s
     raise KeyError(f"no scenario {name!r}; known: {[s.name for s in SCENARIOS]}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _teacher(num_classes: int) -> Tensor:
+    return torch.randn(3, 4, num_classes, generator=torch.Generator().manual_seed(12345))
+
+
+def make_batch(scenario: Scenario, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A random batch with learnable targets.
+
+    CNN: ``N(0, 1)`` images; the class is the argmax of a fixed linear map of
+    the four quadrant means of each channel. Transformer: random tokens; the
+    target of token ``t`` is ``(5 t + 3) mod vocab_size``.
+    """
+    kw = scenario.host_kwargs
+    if scenario.topology == "cnn":
+        x = torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+        half = IMAGE_SIZE // 2
+        quads = torch.stack(
+            [x[:, :, :half, :half], x[:, :, :half, half:], x[:, :, half:, :half], x[:, :, half:, half:]], dim=2
+        ).mean(dim=(3, 4))
+        y = torch.einsum("bcq,cqk->bk", quads, _teacher(kw["num_classes"])).argmax(dim=1)
+        return x, y
+    x = torch.randint(0, kw["vocab_size"], (n, kw["block_size"]), generator=generator)
+    return x, (5 * x + 3) % kw["vocab_size"]
+
+
+def output_inputs(scenario: Scenario) -> Tensor:
+    """The fixed inputs whose predictions are saved next to the checkpoint."""
+    gen = torch.Generator().manual_seed(scenario.seed + 1000)
+    return make_batch(scenario, OUTPUT_BATCH[scenario.topology], gen)[0]
+
+
+def loss_fn(out: Tensor, y: Tensor) -> Tensor:
+    """Cross entropy over classes (CNN) or tokens (transformer)."""
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))

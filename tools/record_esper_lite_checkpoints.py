@@ -52,21 +52,21 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _checkpoint_scenarios import (
     EVAL_BATCH,
-    IMAGE_SIZE,
     LEARNING_RATE,
-    OUTPUT_BATCH,
     SCENARIOS,
     TRAIN_BATCH,
     TRAIN_STEPS,
     Action,
     Scenario,
+    loss_fn,
+    make_batch,
+    output_inputs,
 )
 
 ESPER_LITE_COMMIT = "2016337e"
@@ -248,41 +248,6 @@ def load_into_esper_lite(state_dict: Mapping[str, Any], manifest: Mapping[str, A
 
 
 # --------------------------------------------------------------------------- data
-
-
-def _teacher(num_classes: int) -> Tensor:
-    return torch.randn(3, 4, num_classes, generator=torch.Generator().manual_seed(12345))
-
-
-def make_batch(scenario: Scenario, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A random batch with learnable targets.
-
-    CNN: ``N(0, 1)`` images; the class is the argmax of a fixed linear map of
-    the four quadrant means of each channel. Transformer: random tokens; the
-    target of token ``t`` is ``(5 t + 3) mod vocab_size``.
-    """
-    kw = scenario.host_kwargs
-    if scenario.topology == "cnn":
-        x = torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
-        half = IMAGE_SIZE // 2
-        quads = torch.stack(
-            [x[:, :, :half, :half], x[:, :, :half, half:], x[:, :, half:, :half], x[:, :, half:, half:]], dim=2
-        ).mean(dim=(3, 4))
-        y = torch.einsum("bcq,cqk->bk", quads, _teacher(kw["num_classes"])).argmax(dim=1)
-        return x, y
-    x = torch.randint(0, kw["vocab_size"], (n, kw["block_size"]), generator=generator)
-    return x, (5 * x + 3) % kw["vocab_size"]
-
-
-def output_inputs(scenario: Scenario) -> Tensor:
-    """The fixed inputs whose predictions are saved next to the checkpoint."""
-    gen = torch.Generator().manual_seed(scenario.seed + 1000)
-    return make_batch(scenario, OUTPUT_BATCH[scenario.topology], gen)[0]
-
-
-def loss_fn(out: Tensor, y: Tensor) -> Tensor:
-    """Cross entropy over classes (CNN) or tokens (transformer)."""
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -730,12 +695,53 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def diagnose(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Per slot: does esper-lite accept its ``_extra_state``, and which tensor keys are missing or unexpected?
+def _reference_extra_state(el: SimpleNamespace, topology: str, channels: int) -> dict[str, Any]:
+    """``get_extra_state()`` of a freshly germinated esper-lite slot: every field esper-lite writes and reads."""
+    slot = el.slot_module.SeedSlot(slot_id="r0c0", channels=channels, device="cpu")
+    slot.germinate("noop", seed_id="reference", topology=topology)
+    return jsonable(slot.get_extra_state())
 
-    Builds the model as :func:`load_into_esper_lite` does, then for each slot
-    calls ``set_extra_state`` alone and compares the slot's tensor keys with
-    what the (restored) esper-lite slot expects.
+
+def _schema_diff(written: Any, reference: Any, path: str = "") -> dict[str, list[str]]:
+    """Dict keys present in ``reference`` but not in ``written`` (``missing``) and the reverse (``unexpected``)."""
+    out: dict[str, list[str]] = {"missing": [], "unexpected": []}
+    if not (isinstance(written, dict) and isinstance(reference, dict)):
+        return out
+    for key in reference:
+        sub = f"{path}.{key}" if path else key
+        if key not in written:
+            out["missing"].append(sub)
+        else:
+            deeper = _schema_diff(written[key], reference[key], sub)
+            out["missing"] += deeper["missing"]
+            out["unexpected"] += deeper["unexpected"]
+    out["unexpected"] += [f"{path}.{k}" if path else k for k in written if k not in reference]
+    return out
+
+
+def _fill_missing(written: Any, reference: Any) -> Any:
+    if not (isinstance(written, dict) and isinstance(reference, dict)):
+        return written
+    out = {k: _fill_missing(v, reference.get(k)) for k, v in written.items()}
+    for key, value in reference.items():
+        if key not in out:
+            out[key] = value
+    return out
+
+
+_GATE_NAMES = ("gate.0.weight", "gate.0.bias", "gate.2.weight", "gate.2.bias")
+
+
+def diagnose(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Every reason esper-lite rejects a checkpoint, slot by slot (not only the first exception).
+
+    Per slot: whether the loader's germination and ``set_extra_state`` alone
+    succeed (exact error), the ``_extra_state`` fields missing or unexpected
+    compared with what esper-lite's own ``get_extra_state()`` writes, and the
+    tensor keys missing or unexpected compared with esper-lite's layout (the
+    germinated seed's keys, plus the gate's exactly when
+    ``alpha_schedule_config`` is set, since only then does ``set_extra_state``
+    build a gate).
     """
     model = el.MorphogeneticModel(make_host(el, entry["host"]), slots=list(entry["slots"]), permissive_gates=False)
     out: dict[str, Any] = {}
@@ -748,13 +754,20 @@ def diagnose(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[
         report: dict[str, Any] = {}
         slot = _slot(model, slot_id)
         extra = state_dict.get(_extra_key(slot_id))
+        seed_state = extra.get("seed_state") if isinstance(extra, Mapping) else None
+        live = seed_state is not None and int(seed_state.get("stage", 0)) in live_values
         try:
-            seed_state = extra.get("seed_state") if isinstance(extra, Mapping) else None
-            if seed_state is not None and int(seed_state["stage"]) in live_values:
+            if live:
                 model.germinate_seed(seed_state["blueprint_id"], seed_state["seed_id"], slot=slot_id)
             report["germinate"] = "ok"
         except Exception as exc:
             report["germinate"] = _error(exc)
+        reference = _reference_extra_state(el, entry["topology"], slot.channels)
+        if isinstance(extra, Mapping):
+            schema = _schema_diff(jsonable(extra), reference)
+            if seed_state is None:
+                schema = {k: [p for p in v if not p.startswith("seed_state.")] for k, v in schema.items()}
+            report["extra_state_fields"] = schema
         try:
             if extra is None:
                 raise KeyError(_extra_key(slot_id))
@@ -763,7 +776,9 @@ def diagnose(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[
         except Exception as exc:
             report["set_extra_state"] = _error(exc)
         prefix = f"seed_slots.{slot_id}."
-        expected = {prefix + k for k in slot.state_dict() if not k.endswith("_extra_state")}
+        expected = {f"{prefix}seed.{k}" for k in (slot.seed.state_dict() if slot.seed is not None else {})}
+        if isinstance(extra, Mapping) and extra.get("alpha_schedule_config") is not None:
+            expected |= {f"{prefix}alpha_schedule.{k}" for k in _GATE_NAMES}
         given = {k for k in state_dict if k.startswith(prefix) and not k.endswith("._extra_state")}
         report["missing_keys"] = sorted(expected - given)
         report["unexpected_keys"] = sorted(given - expected)
@@ -771,7 +786,122 @@ def diagnose(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[
     return out
 
 
-def check_esper_func(el: SimpleNamespace, directory: Path, report_path: Path) -> dict[str, Any]:
+def patched_attempt(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[str, Any], outputs: Mapping[str, Tensor]) -> dict[str, Any]:
+    """A diagnostic only: what happens once the rejections :func:`diagnose` found are patched over.
+
+    Missing ``_extra_state`` fields are filled in with the values of a fresh
+    esper-lite slot (``_reference_extra_state``) and tensor keys esper-lite
+    does not expect are dropped; then the checkpoint is loaded as usual. This
+    shows what lies behind the first error: whether the rest loads, and how
+    far the predictions then are from esper_func's.
+    """
+    diagnostics = diagnose(el, state_dict, entry)
+    patched = dict(state_dict)
+    patches: list[str] = []
+    for slot_id in entry["slots"]:
+        report = diagnostics[slot_id]
+        for key in report["unexpected_keys"]:
+            del patched[key]
+            patches.append(f"dropped {key}")
+        missing = report.get("extra_state_fields", {}).get("missing", [])
+        if missing:
+            channels = make_host(el, entry["host"]).segment_channels[slot_id]
+            reference = _reference_extra_state(el, entry["topology"], channels)
+            patched[_extra_key(slot_id)] = _fill_missing(jsonable(state_dict[_extra_key(slot_id)]), reference)
+            patches += [f"filled {_extra_key(slot_id)}.{p}" for p in missing]
+    result: dict[str, Any] = {"patches": patches}
+    try:
+        model = load_into_esper_lite(patched, entry, el=el)
+    except Exception as exc:
+        result.update(loaded=False, error=_error(exc))
+        return result
+    reproduced = compute_outputs(model, outputs["inputs"], entry["outputs"])
+    result.update(
+        loaded=True,
+        max_abs_diff={n: float((reproduced[n].double() - outputs[n].double()).abs().max()) for n in entry["outputs"]},
+        extra_state_changes={
+            s: d
+            for s in entry["slots"]
+            if (d := json_diff(jsonable(patched[_extra_key(s)]), jsonable(_slot(model, s).get_extra_state())))
+        },
+    )
+    return result
+
+
+#: ``_extra_state`` fields whose values depend on the weights, the data or the clock, so that two runs of the
+#: same scenario (esper-lite's and esper_func's) legitimately differ there; only their kind is compared.
+_RUN_DEPENDENT = {
+    "seed_state.stage_entered_at",
+    "seed_state.telemetry.captured_at",
+    "seed_state.metrics.initial_val_accuracy",
+    "seed_state.metrics.current_val_accuracy",
+    "seed_state.metrics.best_val_accuracy",
+    "seed_state.metrics.accuracy_at_stage_start",
+    "seed_state.metrics.accuracy_at_blending_start",
+    "seed_state.metrics.gradient_norm_avg",
+    "seed_state.metrics.counterfactual_contribution",
+    "seed_state.metrics._prev_contribution",
+    "seed_state.metrics.contribution_velocity",
+    "seed_state.metrics.seed_gradient_norm_ratio",
+    "seed_state.telemetry.gradient_norm",
+    "seed_state.telemetry.gradient_health",
+    "seed_state.telemetry.has_vanishing",
+    "seed_state.telemetry.has_exploding",
+    "seed_state.telemetry.accuracy",
+    "seed_state.telemetry.accuracy_delta",
+}
+
+
+def _kind(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "<bool>"
+    if isinstance(value, (int, float)):
+        return "<number>"
+    if isinstance(value, str):
+        return "<string>"
+    return f"<{type(value).__name__}>"
+
+
+def lifecycle_projection(extra: Any, path: str = "") -> Any:
+    """``extra`` with run-dependent values replaced by their kind (``None``, ``"<number>"`` ...).
+
+    Timestamps in ``stage_history`` become ``"<string>"``; every other value
+    (stages, counters, alpha, controller, algorithm, blend settings, flags,
+    parameter counts, the schedule config, which telemetry is ``None``) is
+    kept, so two runs of the same lifecycle must agree on it exactly.
+    """
+    if path in _RUN_DEPENDENT:
+        return _kind(extra)
+    if path == "seed_state.stage_history" and isinstance(extra, list):
+        return [[entry[0], _kind(entry[1])] for entry in extra]
+    if isinstance(extra, dict):
+        return {k: lifecycle_projection(v, f"{path}.{k}" if path else k) for k, v in extra.items()}
+    return extra
+
+
+def compare_with_recorded(written: Mapping[str, Any], recorded: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Per slot, where esper_func's ``_extra_state`` differs from esper-lite's for the same scenario.
+
+    Compares :func:`lifecycle_projection` of both, plus the set of tensor
+    keys. ``recorded`` is the scenario's entry in the recorded manifest.
+    """
+    if recorded is None:
+        return {}
+    out: dict[str, Any] = {}
+    for slot_id, el_extra in recorded["extra_state"].items():
+        diff = json_diff(lifecycle_projection(el_extra), lifecycle_projection(jsonable(written["extra"].get(slot_id))))
+        if diff:
+            out[slot_id] = [{"path": d["path"], "esper_lite": d["saved"], "esper_func": d["reloaded"]} for d in diff]
+    el_keys = {item["key"] for item in recorded["state_dict"] if not item.get("extra_state")}
+    ef_keys = set(written["tensor_keys"])
+    if el_keys != ef_keys:
+        out["tensor_keys"] = {"only_esper_lite": sorted(el_keys - ef_keys), "only_esper_func": sorted(ef_keys - el_keys)}
+    return out
+
+
+def check_esper_func(el: SimpleNamespace, directory: Path, report_path: Path, recorded_dir: Path = DEFAULT_OUT) -> dict[str, Any]:
     """Load every esper_func checkpoint in ``directory`` into esper-lite and report.
 
     ``directory`` holds ``manifest.json`` as written by
@@ -782,10 +912,14 @@ def check_esper_func(el: SimpleNamespace, directory: Path, report_path: Path) ->
     :func:`load_into_esper_lite` succeeded (or its exact error), the largest
     absolute difference between esper-lite's and esper_func's outputs, the
     ``_extra_state`` esper-lite re-serialises after loading and where it
-    differs from what esper_func wrote, and per-slot diagnostics.
+    differs from what esper_func wrote, and per-slot diagnostics. It also
+    compares esper_func's ``_extra_state`` with the one esper-lite recorded
+    for the same scenario in ``recorded_dir`` (:func:`compare_with_recorded`).
     """
     torch.set_num_threads(1)
     manifest = json.loads((directory / "manifest.json").read_text())
+    recorded_path = recorded_dir / "manifest.json"
+    recorded = {e["name"]: e for e in json.loads(recorded_path.read_text())["checkpoints"]} if recorded_path.exists() else {}
     results = []
     for entry in manifest["checkpoints"]:
         result: dict[str, Any] = {"name": entry["name"]}
@@ -796,10 +930,20 @@ def check_esper_func(el: SimpleNamespace, directory: Path, report_path: Path) ->
         result["produced"] = True
         state_dict = torch.load(directory / entry["file"], weights_only=True)
         outputs = torch.load(directory / entry["outputs_file"], weights_only=True)
+        written = {
+            "extra": {s: state_dict.get(_extra_key(s)) for s in entry["slots"]},
+            "tensor_keys": [k for k, v in state_dict.items() if isinstance(v, Tensor)],
+        }
+        result["vs_recorded_esper_lite"] = compare_with_recorded(written, recorded.get(entry["name"]))
         try:
             model = load_into_esper_lite(state_dict, entry, el=el)
         except Exception as exc:
-            result.update(loaded=False, error=_error(exc), diagnostics=diagnose(el, state_dict, entry))
+            result.update(
+                loaded=False,
+                error=_error(exc),
+                diagnostics=diagnose(el, state_dict, entry),
+                with_rejections_patched=patched_attempt(el, state_dict, entry, outputs),
+            )
             results.append(result)
             continue
         result["loaded"] = True
@@ -851,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     el = import_esper_lite()
     if args.check_esper_func is not None:
-        check_esper_func(el, args.check_esper_func, args.report or args.out / ROUNDTRIP_REPORT)
+        check_esper_func(el, args.check_esper_func, args.report or args.out / ROUNDTRIP_REPORT, args.out)
         return 0
     if args.verify:
         verify_all(el, args.out)
