@@ -129,7 +129,7 @@ class Scenario:
 
     def actions_at(self, epoch: int) -> list[tuple[str, Action]]:
         """``(slot, action)`` pairs scheduled for ``epoch``, in slot order then listing order."""
-        out = []
+        out: list[tuple[str, Action]] = []
         for slot in self.slots:
             p = self.plan(slot)
             if p is not None:

@@ -104,6 +104,10 @@ _MISSING_ESPER_LITE = (
 )
 
 
+#: An esper-lite ``MorphogeneticModel`` (esper-lite is imported at run time, so its types are not static).
+ELModel = Any
+
+
 class RecorderError(RuntimeError):
     """A scenario did not go as planned (a refused action, an unexpected stage, a mismatch on reload)."""
 
@@ -186,7 +190,7 @@ def counter_clock(el: SimpleNamespace) -> Iterator[None]:
             m.datetime = original
 
 
-def make_host(el: SimpleNamespace, host: Mapping[str, Any]) -> nn.Module:
+def make_host(el: SimpleNamespace, host: Mapping[str, Any]) -> Any:
     """esper-lite host from a manifest's ``{"class": ..., "kwargs": ...}`` (``memory_format`` by name)."""
     kwargs = dict(host["kwargs"])
     if host["class"] == "CNNHost":
@@ -202,7 +206,7 @@ def _extra_key(slot_id: str) -> str:
     return f"seed_slots.{slot_id}._extra_state"
 
 
-def load_into_esper_lite(state_dict: Mapping[str, Any], manifest: Mapping[str, Any], *, el: SimpleNamespace | None = None) -> nn.Module:
+def load_into_esper_lite(state_dict: Mapping[str, Any], manifest: Mapping[str, Any], *, el: SimpleNamespace | None = None) -> ELModel:
     """Load a ``MorphogeneticModel`` checkpoint into a fresh esper-lite model, as an esper-lite user does.
 
     ``manifest`` gives the host (``{"class", "kwargs"}``), the enabled
@@ -250,7 +254,7 @@ def load_into_esper_lite(state_dict: Mapping[str, Any], manifest: Mapping[str, A
 # --------------------------------------------------------------------------- data
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+def accuracy(model: ELModel, x: Tensor, y: Tensor) -> float:
     """Percent of correct argmax predictions (eval mode)."""
     model.eval()
     with torch.no_grad():
@@ -261,7 +265,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 # --------------------------------------------------------------------------- outputs
 
 
-def forced_forward(model: nn.Module, x: Tensor, forced: Mapping[str, float]) -> Tensor:
+def forced_forward(model: ELModel, x: Tensor, forced: Mapping[str, float]) -> Tensor:
     """``model(x)`` in eval mode with each slot in ``forced`` held at its alpha by ``SeedSlot.force_alpha``."""
     model.eval()
     with torch.no_grad(), contextlib.ExitStack() as stack:
@@ -274,7 +278,7 @@ def _stage_name(slot: Any) -> str:
     return "DORMANT" if slot.state is None else slot.state.stage.name
 
 
-def output_specs(el: SimpleNamespace, model: nn.Module, slots: list[str]) -> dict[str, dict[str, Any]]:
+def output_specs(el: SimpleNamespace, model: ELModel, slots: list[str]) -> dict[str, dict[str, Any]]:
     """Which outputs to save: the prediction, then per seed in the forward pass alpha 0 and 0.5, then all at 0.
 
     A GATE seed before BLENDING has no gate network, so esper-lite cannot
@@ -294,7 +298,7 @@ def output_specs(el: SimpleNamespace, model: nn.Module, slots: list[str]) -> dic
     return specs
 
 
-def compute_outputs(model: nn.Module, x: Tensor, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Tensor]:
+def compute_outputs(model: ELModel, x: Tensor, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Tensor]:
     """``{"inputs": x, <name>: forced_forward(...)}`` for every spec."""
     out = {"inputs": x}
     for name, spec in specs.items():
@@ -350,7 +354,7 @@ def sha256(path: Path) -> str:
 
 def tensor_layout(state_dict: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``[{"key", "shape", "dtype"}]`` in state_dict order (``_extra_state`` entries with ``"extra_state": true``)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for key, value in state_dict.items():
         if isinstance(value, Tensor):
             out.append({"key": key, "shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")})
@@ -362,11 +366,11 @@ def tensor_layout(state_dict: Mapping[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- driving a scenario
 
 
-def _slot(model: nn.Module, slot_id: str) -> Any:
+def _slot(model: ELModel, slot_id: str) -> Any:
     return model.seed_slots[slot_id]
 
 
-def apply_action(el: SimpleNamespace, model: nn.Module, slot_id: str, action: Action) -> None:
+def apply_action(el: SimpleNamespace, model: ELModel, slot_id: str, action: Action) -> None:
     """Carry out one planned action through esper-lite's API; raise :class:`RecorderError` if it is refused."""
     slot = _slot(model, slot_id)
     a = action.args
@@ -401,7 +405,7 @@ def apply_action(el: SimpleNamespace, model: nn.Module, slot_id: str, action: Ac
         raise RecorderError(f"{where}: esper-lite refused (returned False); stage {_stage_name(slot)}")
 
 
-def _train_steps(el: SimpleNamespace, model: nn.Module, scenario: Scenario, gen: torch.Generator) -> dict[str, dict[str, Any]]:
+def _train_steps(el: SimpleNamespace, model: ELModel, scenario: Scenario, gen: torch.Generator) -> dict[str, dict[str, Any]]:
     """``TRAIN_STEPS`` SGD steps; measures gradient telemetry after each backward. Returns the last health stats per slot."""
     health: dict[str, dict[str, Any]] = {}
     for _ in range(TRAIN_STEPS):
@@ -433,7 +437,7 @@ def _record_contribution(metrics: Any, contribution: float) -> None:
     metrics.counterfactual_contribution = contribution
 
 
-def _end_epoch(el: SimpleNamespace, model: nn.Module, scenario: Scenario, epoch: int, health: Mapping[str, Any], val: tuple[Tensor, Tensor]) -> None:
+def _end_epoch(el: SimpleNamespace, model: ELModel, scenario: Scenario, epoch: int, health: Mapping[str, Any], val: tuple[Tensor, Tensor]) -> None:
     acc = accuracy(model, *val)
     for slot_id in scenario.slots:
         slot = _slot(model, slot_id)
@@ -464,7 +468,7 @@ def _end_epoch(el: SimpleNamespace, model: nn.Module, scenario: Scenario, epoch:
 Initial = dict[int, tuple[nn.Module, dict[str, Tensor]]]
 
 
-def _snapshot_new_modules(model: nn.Module, slots: tuple[str, ...], initial: Initial) -> None:
+def _snapshot_new_modules(model: ELModel, slots: tuple[str, ...], initial: Initial) -> None:
     for slot_id in slots:
         slot = _slot(model, slot_id)
         for module in (slot.seed, slot.alpha_schedule):
@@ -472,7 +476,7 @@ def _snapshot_new_modules(model: nn.Module, slots: tuple[str, ...], initial: Ini
                 initial[id(module)] = (module, {k: v.detach().clone() for k, v in module.state_dict().items()})
 
 
-def run_scenario(el: SimpleNamespace, scenario: Scenario) -> tuple[nn.Module, Initial]:
+def run_scenario(el: SimpleNamespace, scenario: Scenario) -> tuple[ELModel, Initial]:
     """Drive ``scenario`` through esper-lite; returns the model and the initial weights of every seed and gate."""
     torch.manual_seed(scenario.seed)
     gen = torch.Generator().manual_seed(scenario.seed)
@@ -507,7 +511,7 @@ def _unchanged_params(module: nn.Module | None, initial: Initial) -> list[str] |
 
 
 def slot_summary(
-    el: SimpleNamespace, model: nn.Module, scenario: Scenario, slot_id: str, outputs: Mapping[str, Tensor], initial: Initial
+    el: SimpleNamespace, model: ELModel, scenario: Scenario, slot_id: str, outputs: Mapping[str, Tensor], initial: Initial
 ) -> dict[str, Any]:
     """The manifest's per-slot entry."""
     slot = _slot(model, slot_id)
@@ -757,7 +761,7 @@ def diagnose(el: SimpleNamespace, state_dict: Mapping[str, Any], entry: Mapping[
         seed_state = extra.get("seed_state") if isinstance(extra, Mapping) else None
         live = seed_state is not None and int(seed_state.get("stage", 0)) in live_values
         try:
-            if live:
+            if live and seed_state is not None:
                 model.germinate_seed(seed_state["blueprint_id"], seed_state["seed_id"], slot=slot_id)
             report["germinate"] = "ok"
         except Exception as exc:
