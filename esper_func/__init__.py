@@ -36,13 +36,17 @@ from esper_func.blueprints import Registry as Registry
 from esper_func.blueprints import default_registry as default_registry
 
 # Errors
+from esper_func.errors import BlueprintError as BlueprintError
 from esper_func.errors import BlueprintExistsError as BlueprintExistsError
 from esper_func.errors import CheckpointError as CheckpointError
 from esper_func.errors import DTypeError as DTypeError
 from esper_func.errors import EsperFuncError as EsperFuncError
 from esper_func.errors import IllegalTransitionError as IllegalTransitionError
+from esper_func.errors import InvalidArgumentError as InvalidArgumentError
+from esper_func.errors import InvalidTypeError as InvalidTypeError
 from esper_func.errors import ParamsMismatchError as ParamsMismatchError
 from esper_func.errors import ShapeError as ShapeError
+from esper_func.errors import TrainingDivergedError as TrainingDivergedError
 from esper_func.errors import UnknownBlueprintError as UnknownBlueprintError
 from esper_func.errors import UnknownTopologyError as UnknownTopologyError
 
@@ -68,6 +72,17 @@ from esper_func.interop import from_state_dict as from_state_dict
 from esper_func.interop import to_state_dict as to_state_dict
 
 # Lifecycle state and transitions
+from esper_func.lifecycle import Action as Action
+from esper_func.lifecycle import ActionKind as ActionKind
+from esper_func.lifecycle import GradientHealth as GradientHealth
+from esper_func.lifecycle import SeedTelemetry as SeedTelemetry
+from esper_func.lifecycle import apply_action as apply_action
+from esper_func.lifecycle import gradient_health as gradient_health
+from esper_func.lifecycle import has_gate as has_gate
+from esper_func.lifecycle import is_free as is_free
+from esper_func.lifecycle import slot_extra_state as slot_extra_state
+from esper_func.lifecycle import state_from_slot_extra_state as state_from_slot_extra_state
+from esper_func.lifecycle import sync_telemetry as sync_telemetry
 from esper_func.lifecycle import SeedMetrics as SeedMetrics
 from esper_func.lifecycle import SeedState as SeedState
 from esper_func.lifecycle import advance as advance

@@ -1,18 +1,20 @@
 """Seed-lifecycle controllers: esper-lite's heuristic policy as a pure function.
 
 A controller maps one :class:`Observation` (everything known after an
-epoch's validation) to one :class:`Action`::
+epoch's validation and lifecycle step) to one
+:class:`~esper_func.lifecycle.Action`; the lifecycle executes it
+(:func:`esper_func.lifecycle.apply_action`)::
 
     controller = ef.controller.heuristic()          # or any Observation -> Action
     action = controller(observation)
-    states, events, result = ef.controller.apply_action(
-        action, states, gates, epoch=observation.epoch, topology="cnn")
+    states, events, result = ef.apply_action(action, states, gates, epoch=observation.epoch, topology="cnn")
 
-:func:`decide` reproduces esper-lite's ``HeuristicTamiyo`` (``tamiyo/heuristic.py``)
-and the plateau/stabilisation tracking of its ``SignalTracker``
-(``tamiyo/tracker.py``). esper-lite keeps the policy's memory in mutable
-attributes; here the policy has none. Each piece is recomputed from the
-observation on every call (see :func:`recall` and :class:`PolicyMemory`):
+This module is policy only. :func:`decide` reproduces esper-lite 2016337e's
+``HeuristicTamiyo`` (``tamiyo/heuristic.py``) and the plateau/stabilisation
+tracking of its ``SignalTracker`` (``tamiyo/tracker.py``). esper-lite keeps
+the policy's memory in mutable attributes; here the policy has none. Each
+piece is recomputed from the observation on every call (see :func:`recall`
+and :class:`PolicyMemory`):
 
 =================================  ==========================================
 esper-lite attribute               derived here from
@@ -22,10 +24,12 @@ esper-lite attribute               derived here from
                                    ``plateau_threshold`` points extends the
                                    plateau, any other epoch ends it; the
                                    "previous" accuracy of the first epoch is 0)
-``SignalTracker._is_stabilized``   ``loss_history`` (replayed latch: a run of
-                                   ``stabilization_epochs`` epochs whose loss
-                                   fell by less than ``stabilization_threshold``
-                                   relative, without rising, sets it for good)
+``SignalTracker._is_stabilized``   ``loss_history`` (replayed latch: an epoch
+                                   whose relative loss change lies strictly
+                                   between a ``regression_threshold`` rise and a
+                                   ``stabilization_threshold`` fall is stable;
+                                   ``stabilization_epochs`` stable epochs in a
+                                   row set the latch for good)
 ``_last_prune_epoch``              the latest ``SeedPruned`` event whose
                                    initiator is ``"policy"`` (governor prunes do
                                    not count, as in esper-lite, where the
@@ -36,7 +40,6 @@ esper-lite attribute               derived here from
 ``_blueprint_index``               the ``SeedGerminated`` events, replaying the
                                    rotation (skips of penalised blueprints
                                    included) with the penalties of that epoch
-``_last_decay_epoch``              not needed: decay is counted in epochs
 =================================  ==========================================
 
 Event times are global epochs, given by ``Observation.event_epochs`` (one per
@@ -48,13 +51,15 @@ the only one managed, one action per call, as esper-lite's single decision
 per step):
 
 - No live seed (every slot free, cooling down after a prune, or FOSSILIZED):
-  WAIT during the policy embargo (fewer than ``embargo_epochs`` epochs since
-  the policy's last prune), WAIT while the host is not stabilised, WAIT
-  before ``min_epochs_before_germinate``, GERMINATE the next blueprint of the
-  rotation into the first free slot once the plateau lasts
-  ``plateau_epochs_to_germinate`` epochs, WAIT otherwise. A slot is free when
-  it has never been used or its state is DORMANT again; PRUNED, EMBARGOED
-  and RESETTING slots are not reused.
+  WAIT during the policy embargo (fewer than ``embargo_epochs_after_prune``
+  epochs since the policy's last prune), WAIT while the host is not
+  stabilised, WAIT before ``min_epochs_before_germinate``, WAIT when no slot
+  was available (``Observation.available_slots``: esper-lite counts free
+  slots *before* the epoch's lifecycle step, so a slot freed by that step is
+  used an epoch later), GERMINATE the next blueprint of the rotation into
+  the first free slot once the plateau lasts ``plateau_epochs_to_germinate``
+  epochs, WAIT otherwise. A slot is free when it has never been used or its
+  state is DORMANT again; PRUNED, EMBARGOED and RESETTING slots are not.
 - GERMINATED: ADVANCE (to TRAINING).
 - TRAINING: PRUNE when failing (at least ``prune_after_epochs_without_improvement``
   epochs in the stage and accuracy more than ``prune_if_accuracy_drops_by``
@@ -64,8 +69,8 @@ per step):
   else WAIT.
 - HOLDING: PRUNE a "ransomware" seed (contribution above
   ``ransomware_contribution_threshold`` while the total improvement is below
-  ``ransomware_improvement_threshold``); FOSSILIZE when the contribution (the
-  total improvement if no contribution was measured) exceeds
+  ``ransomware_improvement_threshold``); WAIT while no counterfactual
+  contribution has been measured; FOSSILIZE when the contribution exceeds
   ``min_improvement_to_fossilize``; else PRUNE.
 
 Blueprint choice: starting at the rotation position, the first blueprint
@@ -80,19 +85,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
-from enum import IntEnum
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
-from esper_func.errors import IllegalTransitionError, UnknownBlueprintError, UnknownTopologyError
+from esper_func._validate import check_choice, check_enum, check_float, check_int, describe
+from esper_func.errors import InvalidArgumentError, InvalidTypeError, UnknownBlueprintError, UnknownTopologyError
+from esper_func.lifecycle.actions import Action, ActionKind, apply_action
 from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaMode
 from esper_func.lifecycle.events import LifecycleEvent, SeedGerminated, SeedPruned
-from esper_func.lifecycle.gates import DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE, GateResult, Gates
+from esper_func.lifecycle.gates import DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE
 from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage
-from esper_func.lifecycle.state import BLEND_ALGORITHMS, SeedState, has_seed
-from esper_func.lifecycle.transitions import advance, germinate, germinated_event, prune
+from esper_func.lifecycle.state import BLEND_ALGORITHMS, SeedState, is_free
 
 __all__ = [
     "DEFAULT_BLUEPRINT_ROTATION",
@@ -113,8 +117,6 @@ __all__ = [
     "select_blueprint",
 ]
 
-Events = tuple[LifecycleEvent, ...]
-
 # esper-lite's leyline constants for the heuristic policy and its signal tracker.
 DEFAULT_PLATEAU_EPOCHS_TO_GERMINATE: Final[int] = 3
 DEFAULT_MIN_EPOCHS_BEFORE_GERMINATE: Final[int] = 5
@@ -129,14 +131,14 @@ DEFAULT_RANSOMWARE_IMPROVEMENT_THRESHOLD: Final[float] = 0.0
 DEFAULT_PLATEAU_THRESHOLD: Final[float] = 0.5
 DEFAULT_STABILIZATION_THRESHOLD: Final[float] = 0.03
 DEFAULT_STABILIZATION_EPOCHS: Final[int] = 3
+#: A loss rise of less than this (relative) still counts as a stable epoch (esper-lite's tracker).
+DEFAULT_REGRESSION_THRESHOLD: Final[float] = 0.05
 #: A decayed penalty below this is forgotten (esper-lite's fixed cut-off).
 PENALTY_FLOOR: Final[float] = 0.1
 #: Tolerance of the "full amplitude reached" test in BLENDING.
 _ALPHA_EPS: Final[float] = 1e-6
 #: Losses at or below this give no relative improvement (esper-lite's tracker).
 _LOSS_EPS: Final[float] = 1e-8
-#: A loss this many times the previous one is divergence, never a stable epoch.
-_DIVERGENCE_RATIO: Final[float] = 1.5
 
 #: Default blueprint rotation per topology. The CNN rotation is esper-lite's
 #: default; esper-lite has no transformer default (its heuristic refuses the
@@ -156,35 +158,25 @@ LIVE_STAGES: Final = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedSt
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_int(owner: str, name: str, value: object, *, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{owner}.{name} must be an int; got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}.{name} must be >= {minimum}; got {value}")
-    return value
-
-
-def _check_float(owner: str, name: str, value: object, *, finite: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}.{name} must be a real number; got {type(value).__name__} {value!r}")
-    result = float(value)
-    if finite and not math.isfinite(result):
-        raise ValueError(f"{owner}.{name} must be finite; got {result}")
-    return result
-
-
-def _floats(owner: str, name: str, values: object) -> tuple[float, ...]:
+def _floats(name: str, values: object) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{owner}.{name} must be a sequence of numbers (oldest first); got {type(values).__name__}")
-    return tuple(_check_float(owner, f"{name}[{i}]", v, finite=False) for i, v in enumerate(values))
+        raise InvalidTypeError(f"{name} must be a sequence of numbers (oldest first); got {describe(values)}")
+    return tuple(_number(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
-def _strings(owner: str, name: str, values: object) -> tuple[str, ...]:
+def _number(name: str, value: object) -> float:
+    """A real number; NaN and infinities are allowed (a diverged epoch)."""
+    if isinstance(value, float) and math.isnan(value):
+        return value
+    return check_float(name, value, finite=False)
+
+
+def _strings(name: str, values: object) -> tuple[str, ...]:
     if isinstance(values, str) or not isinstance(values, Sequence):
-        raise TypeError(f"{owner}.{name} must be a sequence of str (e.g. a tuple); got {values!r}")
+        raise InvalidTypeError(f"{name} must be a sequence of str (e.g. a tuple); got {describe(values)}")
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v:
-            raise TypeError(f"{owner}.{name}[{i}] must be a non-empty str; got {v!r}")
+            raise InvalidTypeError(f"{name}[{i}] must be a non-empty str; got {describe(v)}")
     return tuple(values)
 
 
@@ -214,6 +206,7 @@ class HeuristicConfig:
     min_epochs_before_germinate: int = DEFAULT_MIN_EPOCHS_BEFORE_GERMINATE
     plateau_threshold: float = DEFAULT_PLATEAU_THRESHOLD
     stabilization_threshold: float = DEFAULT_STABILIZATION_THRESHOLD
+    regression_threshold: float = DEFAULT_REGRESSION_THRESHOLD
     #: Consecutive stable epochs before germination is allowed; 0 disables the check.
     stabilization_epochs: int = DEFAULT_STABILIZATION_EPOCHS
     # pruning
@@ -236,6 +229,7 @@ class HeuristicConfig:
 
     def __post_init__(self) -> None:
         owner = "HeuristicConfig"
+        set_ = object.__setattr__
         for name in (
             "plateau_epochs_to_germinate",
             "min_epochs_before_germinate",
@@ -244,43 +238,42 @@ class HeuristicConfig:
             "embargo_epochs_after_prune",
             "tempo",
         ):
-            _check_int(owner, name, getattr(self, name))
+            check_int(f"{owner}.{name}", getattr(self, name), minimum=0)
         for name in (
             "plateau_threshold",
             "stabilization_threshold",
+            "regression_threshold",
             "prune_if_accuracy_drops_by",
             "min_improvement_to_fossilize",
             "ransomware_contribution_threshold",
             "ransomware_improvement_threshold",
-            "blueprint_penalty_on_prune",
             "blueprint_penalty_threshold",
         ):
-            object.__setattr__(self, name, _check_float(owner, name, getattr(self, name)))
-        decay = _check_float(owner, "blueprint_penalty_decay", self.blueprint_penalty_decay)
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"{owner}.blueprint_penalty_decay must be within [0, 1] (per-epoch factor); got {decay}")
-        object.__setattr__(self, "blueprint_penalty_decay", decay)
-        if self.blueprint_penalty_on_prune < 0.0:
-            raise ValueError(f"{owner}.blueprint_penalty_on_prune must be >= 0; got {self.blueprint_penalty_on_prune}")
+            set_(self, name, check_float(f"{owner}.{name}", getattr(self, name)))
+        set_(
+            self,
+            "blueprint_penalty_decay",
+            check_float(f"{owner}.blueprint_penalty_decay (per-epoch factor)", self.blueprint_penalty_decay,
+                        minimum=0.0, maximum=1.0),
+        )
+        set_(
+            self,
+            "blueprint_penalty_on_prune",
+            check_float(f"{owner}.blueprint_penalty_on_prune", self.blueprint_penalty_on_prune, minimum=0.0),
+        )
         if self.blueprint_rotation is not None:
-            rotation = _strings(owner, "blueprint_rotation", self.blueprint_rotation)
+            rotation = _strings(f"{owner}.blueprint_rotation", self.blueprint_rotation)
             if not rotation:
-                raise ValueError(f"{owner}.blueprint_rotation must name at least one blueprint (None = default)")
-            object.__setattr__(self, "blueprint_rotation", rotation)
-        if self.blend not in BLEND_ALGORITHMS:
-            raise ValueError(f"{owner}.blend must be one of {list(BLEND_ALGORITHMS)}; got {self.blend!r}")
-        try:
-            algorithm = AlphaAlgorithm(self.algorithm)
-        except ValueError:
-            raise ValueError(
-                f"{owner}.algorithm must be one of {[a.name for a in AlphaAlgorithm]}; got {self.algorithm!r}"
-            ) from None
+                raise InvalidArgumentError(f"{owner}.blueprint_rotation must name at least one blueprint (None = default)")
+            set_(self, "blueprint_rotation", rotation)
+        check_choice(f"{owner}.blend", self.blend, BLEND_ALGORITHMS)
+        algorithm = check_enum(f"{owner}.algorithm", self.algorithm, AlphaAlgorithm)
         if (self.blend == "gated") != (algorithm == AlphaAlgorithm.GATE):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{owner}: blend='gated' goes with algorithm=GATE and only with it; "
                 f"got blend={self.blend!r}, algorithm={algorithm.name}"
             )
-        object.__setattr__(self, "algorithm", algorithm)
+        set_(self, "algorithm", algorithm)
 
     def rotation_for(self, topology: str) -> tuple[str, ...]:
         """The blueprint rotation used for ``topology``."""
@@ -314,22 +307,22 @@ class SlotView:
 
     def __post_init__(self) -> None:
         if not isinstance(self.slot_id, str) or not self.slot_id:
-            raise TypeError(f"SlotView.slot_id must be a non-empty str; got {self.slot_id!r}")
+            raise InvalidTypeError(f"SlotView.slot_id must be a non-empty str; got {describe(self.slot_id)}")
         if self.state is not None:
             if not isinstance(self.state, SeedState):
-                raise TypeError(f"SlotView.state must be a SeedState or None; got {type(self.state).__name__}")
+                raise InvalidTypeError(f"SlotView.state must be a SeedState or None; got {type(self.state).__name__}")
             if self.state.slot_id != self.slot_id:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"SlotView {self.slot_id!r} holds the state of slot {self.state.slot_id!r}; "
                     "pass each slot's own state"
                 )
         if self.contribution is not None:
-            object.__setattr__(self, "contribution", _check_float("SlotView", "contribution", self.contribution))
+            object.__setattr__(self, "contribution", check_float("SlotView.contribution", self.contribution))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Observation:
-    """Everything a controller may use, after validation of epoch ``epoch``.
+    """Everything a controller may use, after epoch ``epoch``'s validation and lifecycle step.
 
     Fields:
         epoch: the current epoch (esper-lite counts from 1).
@@ -341,12 +334,16 @@ class Observation:
             loss of every epoch so far, oldest first, *including this epoch*
             (so each ends with ``val_accuracy``/``val_loss``). Plateau and
             stabilisation are replayed from these.
-        slots: every slot in execution order.
+        slots: every slot in execution order, with its state after this
+            epoch's ``step_epoch``.
         events: every lifecycle event so far, in the order they happened.
         event_epochs: the global epoch of each event (same length as
             ``events``, non-decreasing, at most ``epoch``).
         available_blueprints: blueprint names the registry holds for
             ``topology``; the rotation is checked against them (empty: no check).
+        available_slots: free slots counted *before* this epoch's lifecycle
+            step, as esper-lite's loop counts them; ``None`` counts the free
+            slots in ``slots``.
 
     Losses and accuracies may be NaN or infinite (a diverged epoch), though a
     loop normally lets the governor handle such an epoch before deciding.
@@ -366,27 +363,28 @@ class Observation:
     events: tuple[LifecycleEvent, ...] = ()
     event_epochs: tuple[int, ...] = ()
     available_blueprints: tuple[str, ...] = ()
+    available_slots: int | None = None
 
     def __post_init__(self) -> None:
         owner = "Observation"
         set_ = object.__setattr__
-        epoch = _check_int(owner, "epoch", self.epoch)
-        max_epochs = _check_int(owner, "max_epochs", self.max_epochs)
+        epoch = check_int(f"{owner}.epoch", self.epoch, minimum=0)
+        max_epochs = check_int(f"{owner}.max_epochs", self.max_epochs, minimum=0)
         if epoch > max_epochs:
-            raise ValueError(f"{owner}.epoch ({epoch}) exceeds max_epochs ({max_epochs})")
+            raise InvalidArgumentError(f"{owner}.epoch ({epoch}) exceeds max_epochs ({max_epochs})")
         if self.topology not in TOPOLOGIES:
             raise UnknownTopologyError(f"{owner}.topology must be one of {list(TOPOLOGIES)}; got {self.topology!r}")
         for name in ("val_accuracy", "val_loss", "train_loss"):
-            set_(self, name, _check_float(owner, name, getattr(self, name), finite=False))
-        acc = _floats(owner, "accuracy_history", self.accuracy_history)
-        loss = _floats(owner, "loss_history", self.loss_history)
+            set_(self, name, _number(f"{owner}.{name}", getattr(self, name)))
+        acc = _floats(f"{owner}.accuracy_history", self.accuracy_history)
+        loss = _floats(f"{owner}.loss_history", self.loss_history)
         if len(acc) != len(loss):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{owner}: accuracy_history ({len(acc)} epochs) and loss_history ({len(loss)} epochs) "
                 "must cover the same epochs"
             )
         if acc and not (_same(acc[-1], self.val_accuracy) and _same(loss[-1], self.val_loss)):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{owner}: the histories must include the current epoch, i.e. end with "
                 f"val_accuracy={self.val_accuracy} and val_loss={self.val_loss}; they end with "
                 f"{acc[-1]} and {loss[-1]}"
@@ -394,110 +392,52 @@ class Observation:
         set_(self, "accuracy_history", acc)
         set_(self, "loss_history", loss)
         if isinstance(self.slots, (str, bytes)) or not isinstance(self.slots, Sequence):
-            raise TypeError(f"{owner}.slots must be a sequence of SlotView; got {type(self.slots).__name__}")
+            raise InvalidTypeError(f"{owner}.slots must be a sequence of SlotView; got {type(self.slots).__name__}")
         slots = tuple(self.slots)
         for i, view in enumerate(slots):
             if not isinstance(view, SlotView):
-                raise TypeError(f"{owner}.slots[{i}] must be a SlotView; got {type(view).__name__}")
+                raise InvalidTypeError(f"{owner}.slots[{i}] must be a SlotView; got {type(view).__name__}")
         ids = [view.slot_id for view in slots]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"{owner}.slots has duplicate slot ids: {ids}")
+            raise InvalidArgumentError(f"{owner}.slots has duplicate slot ids: {ids}")
         set_(self, "slots", slots)
         if not isinstance(self.events, Sequence) or not isinstance(self.event_epochs, Sequence):
-            raise TypeError(f"{owner}.events and {owner}.event_epochs must be sequences")
+            raise InvalidTypeError(f"{owner}.events and {owner}.event_epochs must be sequences")
         events = tuple(self.events)
         stamps = tuple(self.event_epochs)
         if len(events) != len(stamps):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{owner}: event_epochs must give one global epoch per event; got {len(stamps)} epochs "
                 f"for {len(events)} events"
             )
         previous = 0
         for i, stamp in enumerate(stamps):
-            _check_int(owner, f"event_epochs[{i}]", stamp)
+            check_int(f"{owner}.event_epochs[{i}]", stamp, minimum=0)
             if stamp < previous or stamp > epoch:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{owner}.event_epochs must be non-decreasing and at most epoch={epoch}; "
                     f"event_epochs[{i}] = {stamp} follows {previous}"
                 )
             previous = stamp
         set_(self, "events", events)
         set_(self, "event_epochs", stamps)
-        set_(self, "available_blueprints", _strings(owner, "available_blueprints", self.available_blueprints))
+        set_(self, "available_blueprints", _strings(f"{owner}.available_blueprints", self.available_blueprints))
+        if self.available_slots is not None:
+            check_int(f"{owner}.available_slots", self.available_slots, minimum=0, maximum=len(slots))
 
     def timed_events(self) -> tuple[tuple[int, LifecycleEvent], ...]:
         """``(global_epoch, event)`` pairs, oldest first."""
         return tuple(zip(self.event_epochs, self.events, strict=True))
 
-
-# --------------------------------------------------------------------------- action
-
-
-class ActionKind(IntEnum):
-    """What a controller asks for (values of esper-lite's ``LifecycleOp``; 2, SET_ALPHA_TARGET, is unused)."""
-
-    WAIT = 0
-    GERMINATE = 1
-    PRUNE = 3
-    FOSSILIZE = 4
-    ADVANCE = 5
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Action:
-    """One decision.
-
-    ``slot_id`` names the target slot (required except for WAIT, where it may
-    name the seed being waited on). ``blueprint`` and the optional germination
-    settings ``blend``, ``tempo``, ``algorithm`` are for GERMINATE only
-    (``None`` = :func:`esper_func.germinate`'s defaults). ``reason`` is a
-    human-readable explanation; :func:`apply_action` uses it as the prune
-    reason.
-    """
-
-    kind: ActionKind
-    slot_id: str | None = None
-    blueprint: str | None = None
-    reason: str = ""
-    blend: str | None = None
-    tempo: int | None = None
-    algorithm: AlphaAlgorithm | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            kind = ActionKind(self.kind)
-        except ValueError:
-            raise ValueError(f"Action.kind must be one of {[k.name for k in ActionKind]}; got {self.kind!r}") from None
-        object.__setattr__(self, "kind", kind)
-        if not isinstance(self.reason, str):
-            raise TypeError(f"Action.reason must be a str; got {self.reason!r}")
-        if self.slot_id is not None and (not isinstance(self.slot_id, str) or not self.slot_id):
-            raise TypeError(f"Action.slot_id must be a non-empty str or None; got {self.slot_id!r}")
-        if kind != ActionKind.WAIT and self.slot_id is None:
-            raise ValueError(f"Action {kind.name} needs a slot_id")
-        if kind == ActionKind.GERMINATE:
-            if not isinstance(self.blueprint, str) or not self.blueprint:
-                raise ValueError(f"Action GERMINATE needs a blueprint name; got {self.blueprint!r}")
-            if self.algorithm is not None:
-                object.__setattr__(self, "algorithm", AlphaAlgorithm(self.algorithm))
-            if self.tempo is not None:
-                _check_int("Action", "tempo", self.tempo)
-            if self.blend is not None and self.blend not in BLEND_ALGORITHMS:
-                raise ValueError(f"Action.blend must be one of {list(BLEND_ALGORITHMS)} or None; got {self.blend!r}")
-        elif (self.blueprint, self.blend, self.tempo, self.algorithm) != (None, None, None, None):
-            raise ValueError(f"Action {kind.name} takes no blueprint/blend/tempo/algorithm (GERMINATE only)")
+    def free_slots(self) -> int:
+        """``available_slots``, or the number of free slots in ``slots`` when it is ``None``."""
+        if self.available_slots is not None:
+            return self.available_slots
+        return sum(1 for view in self.slots if is_free(view.state))
 
 
 #: A controller: any function from an observation to one action.
 Controller: TypeAlias = Callable[[Observation], Action]
-
-
-# --------------------------------------------------------------------------- slot predicates
-
-
-def is_free(state: SeedState | None) -> bool:
-    """Whether a slot with this state may receive a new seed (never used, or DORMANT again)."""
-    return state is None or state.stage == SeedStage.DORMANT
 
 
 def is_live(state: SeedState | None) -> bool:
@@ -539,15 +479,18 @@ def _plateau_epochs(accuracies: Sequence[float], threshold: float) -> int:
     return count
 
 
-def _stabilized(losses: Sequence[float], *, threshold: float, epochs: int) -> bool:
+def _stabilized(losses: Sequence[float], *, threshold: float, regression: float, epochs: int) -> bool:
+    """esper-lite's stabilisation latch, replayed over the validation losses."""
     if epochs == 0:
         return True
     stable = 0
     previous = math.inf
     for loss in losses:
+        # Comparisons with NaN are false, so a NaN loss neither counts nor, as the
+        # previous loss, lets the next epoch count: as in esper-lite's tracker.
         if previous < math.inf and previous > _LOSS_EPS:
-            delta = previous - loss
-            if delta >= 0 and delta / previous < threshold and loss < previous * _DIVERGENCE_RATIO:
+            relative = (previous - loss) / previous
+            if -regression < relative < threshold:
                 stable += 1
                 if stable >= epochs:
                     return True
@@ -569,7 +512,7 @@ def select_blueprint(
     """
     n = len(rotation)
     if n == 0:
-        raise ValueError("select_blueprint(): the rotation is empty")
+        raise InvalidArgumentError("select_blueprint(): the rotation is empty")
     for offset in range(n):
         candidate = rotation[(index + offset) % n]
         if penalties.get(candidate, 0.0) < threshold:
@@ -588,15 +531,15 @@ def recall(config: HeuristicConfig, observation: Observation) -> PolicyMemory:
     last_prune: int | None = None
 
     def decay_to(epoch: int) -> None:
+        # One multiplication per epoch, each followed by the cut-off, exactly as
+        # esper-lite decays its penalties once per decision.
         nonlocal decayed_to
-        if decayed_to is not None and epoch > decayed_to:
-            factor = decay ** (epoch - decayed_to)
-            for bp in list(penalties):
-                value = penalties[bp] * factor
-                if value < PENALTY_FLOOR:
-                    del penalties[bp]
-                else:
-                    penalties[bp] = value
+        if decayed_to is not None:
+            for _ in range(max(0, epoch - decayed_to)):
+                for bp in list(penalties):
+                    penalties[bp] *= decay
+                    if penalties[bp] < PENALTY_FLOOR:
+                        del penalties[bp]
         decayed_to = epoch if decayed_to is None else max(decayed_to, epoch)
 
     for epoch, event in observation.timed_events():
@@ -619,6 +562,7 @@ def recall(config: HeuristicConfig, observation: Observation) -> PolicyMemory:
         host_stabilized=_stabilized(
             observation.loss_history,
             threshold=config.stabilization_threshold,
+            regression=config.regression_threshold,
             epochs=config.stabilization_epochs,
         ),
         last_prune_epoch=last_prune,
@@ -658,6 +602,8 @@ def _germination(config: HeuristicConfig, observation: Observation, rotation: tu
         return _wait("host not stabilized")
     if epoch < config.min_epochs_before_germinate:
         return _wait(f"too early (epoch {epoch} < {config.min_epochs_before_germinate})")
+    if observation.free_slots() <= 0:
+        return _wait("no available slots")
     if memory.plateau_epochs < config.plateau_epochs_to_germinate:
         return _wait("training progressing normally")
     free = next((view.slot_id for view in observation.slots if is_free(view.state)), None)
@@ -721,30 +667,33 @@ def _manage(config: HeuristicConfig, view: SlotView) -> Action:
             slot_id=slot,
             reason=f"ransomware pattern: contribution {contribution:+.3f} but total improvement {total:+.3f}",
         )
-    value = contribution if contribution is not None else total
-    if value > config.min_improvement_to_fossilize:
-        return Action(kind=ActionKind.FOSSILIZE, slot_id=slot, reason=f"fossilizing: {value:+.2f}% contribution")
-    return Action(kind=ActionKind.PRUNE, slot_id=slot, reason=f"no improvement in HOLDING ({value:+.2f}%)")
+    if contribution is None:
+        return _wait("awaiting counterfactual contribution before fossilization", slot)
+    if contribution > config.min_improvement_to_fossilize:
+        return Action(
+            kind=ActionKind.FOSSILIZE, slot_id=slot, reason=f"fossilizing: {contribution:+.2f}% contribution"
+        )
+    return Action(kind=ActionKind.PRUNE, slot_id=slot, reason=f"no improvement in HOLDING ({contribution:+.2f}%)")
 
 
 def decide(config: HeuristicConfig, observation: Observation) -> Action:
     """esper-lite's heuristic policy: one action for this epoch (pure).
 
-    Call once per epoch after validation, counterfactual measurement and
-    ``record_accuracy``/``record_contribution``, before ``step_epoch``. The
-    result depends on ``(config, observation)`` only; see the module
-    docstring for the rules and for how the past is recovered from the
-    observation.
+    Call once per epoch after validation, counterfactual measurement,
+    ``record_accuracy``/``record_contribution`` and ``step_epoch`` (the order
+    of esper-lite's loop). The result depends on ``(config, observation)``
+    only; see the module docstring for the rules and for how the past is
+    recovered from the observation.
 
     Raises:
-        TypeError: arguments of the wrong type.
+        InvalidTypeError: arguments of the wrong type.
         UnknownBlueprintError: the rotation names a blueprint outside
             ``observation.available_blueprints``.
     """
     if not isinstance(config, HeuristicConfig):
-        raise TypeError(f"decide() expects a HeuristicConfig first; got {type(config).__name__}")
+        raise InvalidTypeError(f"decide() expects a HeuristicConfig first; got {type(config).__name__}")
     if not isinstance(observation, Observation):
-        raise TypeError(f"decide() expects an Observation; got {type(observation).__name__}")
+        raise InvalidTypeError(f"decide() expects an Observation; got {type(observation).__name__}")
     rotation = config.rotation_for(observation.topology)
     _check_rotation(rotation, observation)
     live = next((view for view in observation.slots if is_live(view.state)), None)
@@ -758,114 +707,7 @@ def heuristic(config: HeuristicConfig | None = None) -> Controller:
     if config is None:
         config = HeuristicConfig()
     elif not isinstance(config, HeuristicConfig):
-        raise TypeError(f"heuristic() expects a HeuristicConfig or None; got {type(config).__name__}")
-    return functools.partial(decide, config)
+        raise InvalidTypeError(f"heuristic() expects a HeuristicConfig or None; got {type(config).__name__}")
+    bound: Callable[[Observation], Action] = functools.partial(decide, config)
+    return bound
 
-
-# --------------------------------------------------------------------------- apply
-
-
-def _illegal(action: Action, why: str) -> IllegalTransitionError:
-    return IllegalTransitionError(f"cannot apply {action.kind.name} to slot {action.slot_id!r}: {why}")
-
-
-def apply_action(
-    action: Action,
-    states: Mapping[str, SeedState],
-    gates: Gates,
-    *,
-    epoch: int,
-    topology: str | None = None,
-    seed_params: int = 0,
-    host_params: int = 0,
-    seed_id: str | None = None,
-    initiator: str = "policy",
-) -> tuple[dict[str, SeedState], Events, GateResult | None]:
-    """Apply the lifecycle part of ``action`` (pure; no model code).
-
-    ``states`` maps slot ids to states; a slot absent from it is free. Returns
-    ``(new_states, events, gate_result)``; ``new_states`` is a new dict (the
-    argument is left alone), ``events`` happened at global epoch ``epoch``,
-    and ``gate_result`` is the result of ADVANCE/FOSSILIZE (``None``
-    otherwise). A failed gate is a normal outcome: the state is unchanged and
-    the ``GateEvaluated`` event says why.
-
-    - WAIT: nothing.
-    - GERMINATE: :func:`esper_func.germinate` into a free slot (absent or
-      DORMANT) with the action's blend settings; ``topology`` is required;
-      ``seed_id`` defaults to ``f"{slot}-{blueprint}-e{epoch}"`` (unique over a
-      run); ``seed_params``/``host_params`` feed the gradient-ratio gate.
-      Events: ``(SeedGerminated,)``. The caller then adds the seed to the model.
-    - ADVANCE: :func:`esper_func.advance` to the next stage.
-    - FOSSILIZE: :func:`esper_func.advance` to FOSSILIZED, from HOLDING only.
-    - PRUNE: :func:`esper_func.prune` now (esper-lite's heuristic prunes at
-      once, not on a schedule) with ``action.reason`` and ``initiator``;
-      the caller then removes the seed from the model.
-
-    Raises:
-        IllegalTransitionError: the action does not fit the slot (germinate
-            into an occupied slot; advance, fossilize or prune a slot without
-            a live seed; fossilize outside HOLDING; prune a FOSSILIZED seed).
-        ValueError: GERMINATE without ``topology``.
-    """
-    if not isinstance(action, Action):
-        raise TypeError(f"apply_action() expects an Action; got {type(action).__name__}")
-    if not isinstance(states, Mapping):
-        raise TypeError(f"apply_action() expects a mapping slot_id -> SeedState; got {type(states).__name__}")
-    if not isinstance(gates, Gates):
-        raise TypeError(f"apply_action() expects Gates; got {type(gates).__name__}")
-    _check_int("apply_action", "epoch", epoch)
-    new_states = dict(states)
-    kind = action.kind
-    if kind == ActionKind.WAIT:
-        return new_states, (), None
-    slot = action.slot_id
-    assert slot is not None  # Action guarantees it
-    current = states.get(slot)
-
-    if kind == ActionKind.GERMINATE:
-        if not is_free(current):
-            assert current is not None
-            raise _illegal(
-                action, f"the slot is occupied (stage {current.stage.name}); free slots are DORMANT or unused"
-            )
-        if topology is None:
-            raise ValueError("apply_action(): GERMINATE needs topology= ('cnn' or 'transformer')")
-        blueprint = action.blueprint
-        assert blueprint is not None
-        algorithm = AlphaAlgorithm.ADD if action.algorithm is None else action.algorithm
-        blend = action.blend
-        if blend is None:
-            blend = "gated" if algorithm == AlphaAlgorithm.GATE else "sigmoid"
-        state = germinate(
-            slot,
-            blueprint,
-            seed_id=seed_id if seed_id is not None else f"{slot}-{blueprint}-e{epoch}",
-            algorithm=algorithm,
-            blend=blend,
-            tempo=5 if action.tempo is None else action.tempo,
-            topology=topology,
-            seed_params=seed_params,
-            host_params=host_params,
-        )
-        new_states[slot] = state
-        return new_states, (germinated_event(state),), None
-
-    if current is None or not has_seed(current):
-        stage = "unused" if current is None else current.stage.name
-        raise _illegal(action, f"there is no live seed in it (stage {stage})")
-    if current.stage == SeedStage.FOSSILIZED:
-        raise _illegal(action, "the seed is FOSSILIZED (permanent)")
-
-    if kind == ActionKind.PRUNE:
-        state, events = prune(current, action.reason, initiator=initiator)
-        new_states[slot] = state
-        return new_states, events, None
-    if kind == ActionKind.FOSSILIZE:
-        if current.stage != SeedStage.HOLDING:
-            raise _illegal(action, f"fossilization starts from HOLDING; the seed is {current.stage.name}")
-        state, result, events = advance(current, gates, SeedStage.FOSSILIZED)
-    else:
-        state, result, events = advance(current, gates)
-    new_states[slot] = state
-    return new_states, events, result

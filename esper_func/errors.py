@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "EsperFuncError",
     "InvalidArgumentError",
+    "InvalidTypeError",
     "UnknownBlueprintError",
     "BlueprintError",
     "BlueprintExistsError",
@@ -21,6 +22,7 @@ __all__ = [
     "ParamsMismatchError",
     "IllegalTransitionError",
     "CheckpointError",
+    "TrainingDivergedError",
 ]
 
 
@@ -30,6 +32,10 @@ class EsperFuncError(Exception):
 
 class InvalidArgumentError(EsperFuncError, ValueError):
     """An argument whose value is not allowed (NaN, out of range, empty, non-positive)."""
+
+
+class InvalidTypeError(EsperFuncError, TypeError):
+    """An argument of the wrong type (a list where a tensor is needed, a float where an int is)."""
 
 
 class UnknownBlueprintError(EsperFuncError, KeyError):
@@ -69,3 +75,7 @@ class IllegalTransitionError(EsperFuncError, ValueError):
 
 class CheckpointError(EsperFuncError, ValueError):
     """A checkpoint that is corrupt, of an unknown version, or does not fit the model."""
+
+
+class TrainingDivergedError(EsperFuncError, RuntimeError):
+    """Training that the governor cannot save: it rolled back too many epochs in a row."""

@@ -1,19 +1,25 @@
-"""The epoch loop: train, validate, attribute, decide, advance the lifecycle.
+"""The epoch loop: train, validate, attribute, govern, advance the lifecycle, decide.
 
-One epoch of :func:`run_epoch` is, in order:
+One epoch of :func:`run_epoch` is, in order (esper-lite's heuristic loop,
+``simic/training/helpers.py``, with its governor):
 
 1. train: :func:`~esper_func.train.train_step` over the epoch's batches (the
    order is a pure function of ``(seed, epoch)``; each rank takes its shard);
 2. validate, and measure each blended seed's counterfactual contribution in
    the same pass: :func:`esper_func.sweep` over an ablation grid (the real
    alphas, then each seed's alpha set to 0) on the validation set;
-3. govern: a NaN/inf or spiking validation loss rolls the run back to the last
-   good state and prunes the newest seed (``"governor_rollback"``);
-4. record accuracy and contribution into every seed's state;
-5. ask the controller for an action and apply it (germinate, advance,
-   fossilize, prune);
-6. ``step_epoch`` every slot (alpha ramps, auto-forward gates, the cooldown
-   after a prune), then bring the model's structure in line with the states.
+3. govern: a NaN/inf, lobotomised or diverging validation loss rolls the run
+   back (host and fossilized seeds to the last-known-good snapshot, every
+   live seed pruned with the panic reason, optimizer state reset) and ends
+   the epoch there; the snapshot is refreshed every 5 epochs and after a
+   fossilization; too many rollbacks in a row stop the run with an error;
+4. record accuracy and contribution into every slot holding a seed;
+5. count the free slots, then ``step_epoch`` every slot (alpha ramps,
+   auto-forward gates, the cooldown after a prune): a slot freed here is
+   germinated into an epoch later, as in esper-lite;
+6. ask the controller for an action and apply it (germinate, advance,
+   fossilize, prune), then bring the model's structure in line with the
+   states.
 
 Every number a decision reads (losses, accuracies, sweep results, gradient
 norms) has been reduced across ranks by the :class:`~esper_func.train.Reducer`
@@ -35,32 +41,35 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from esper_func.blueprints import Registry
-from esper_func.controller import (
-    Action,
-    ActionKind,
-    Controller,
-    HeuristicConfig,
-    Observation,
-    SlotView,
-    apply_action,
-    heuristic,
-)
+from esper_func.controller import Controller, HeuristicConfig, Observation, SlotView, heuristic
 from esper_func.counterfactual import grid_sums
 from esper_func.data import Dataset, batch_indices, batches
-from esper_func.errors import InvalidArgumentError
+from esper_func.errors import InvalidArgumentError, TrainingDivergedError
 from esper_func.governor import (
-    ROLLBACK_PRUNE_REASON,
     GovernorConfig,
     GovernorState,
     Verdict,
     governor_check,
     governor_init,
-    newest_seed,
+    prune_on_rollback,
+    should_snapshot,
 )
-from esper_func.lifecycle import SeedState, has_seed, prune, record_accuracy, record_contribution, step_epoch
+from esper_func.lifecycle import (
+    Action,
+    ActionKind,
+    SeedState,
+    apply_action,
+    has_seed,
+    is_free,
+    record_accuracy,
+    record_contribution,
+    step_epoch,
+    sync_telemetry,
+)
 from esper_func.lifecycle.alpha import AlphaAlgorithm
-from esper_func.lifecycle.events import LifecycleEvent
+from esper_func.lifecycle.events import LifecycleEvent, SeedFossilized
 from esper_func.lifecycle.gates import GateLevel, Gates
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
 from esper_func.slot import Slot
@@ -106,8 +115,11 @@ class FitConfig:
 class LoopState:
     """What the loop carries from one epoch to the next besides the model and train state.
 
-    ``last_good`` is the ``(model, TrainState)`` a governor rollback returns
-    to: the state after the last epoch the governor judged OK.
+    ``last_good`` is the ``(model, TrainState)`` snapshot a governor rollback
+    returns to (taken every ``governor.snapshot_interval`` epochs and after a
+    fossilization, as esper-lite's loop does); ``consecutive_rollbacks``
+    counts rollbacks in a row; ``fossilized_since_snapshot`` asks for a
+    snapshot at the next healthy epoch.
     """
 
     epoch: int = 0
@@ -116,6 +128,8 @@ class LoopState:
     event_epochs: tuple[int, ...] = ()
     governor: GovernorState = dataclasses.field(default_factory=governor_init)
     last_good: tuple[Model, TrainState] | None = None
+    consecutive_rollbacks: int = 0
+    fossilized_since_snapshot: bool = False
 
 
 EpochRecord = dict[str, Any]
@@ -232,6 +246,108 @@ def _host_param_count(state: TrainState) -> int:
 # --------------------------------------------------------------------------- one epoch
 
 
+def _train(
+    model: Model,
+    state: TrainState,
+    data: Dataset,
+    *,
+    epoch: int,
+    optimizer: Optimizer,
+    config: FitConfig,
+    loss_fn: LossFn,
+    reducer: Reducer,
+    rank: int,
+    world_size: int,
+    on_step: Callable[[int, int], None] | None,
+) -> tuple[TrainState, float, float]:
+    """Phase 1: one pass over the training data; ``(state, train_loss, train_accuracy)``."""
+    order = batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                          rank=rank, world_size=world_size, drop_last=world_size > 1)
+    losses, accuracies = [], []
+    for done, indices in enumerate(order, start=1):
+        batch = (data.x_train[indices], data.y_train[indices])
+        state, metrics = train_step(model, state, batch, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer)
+        losses.append(metrics.loss)
+        accuracies.append(metrics.accuracy)
+        if on_step is not None:
+            on_step(done, len(order))
+    train_loss = sum(losses) / max(1, len(losses))
+    train_accuracy = sum(accuracies) / max(1, len(accuracies))
+    return state, train_loss, train_accuracy
+
+
+def _rollback(
+    model: Model,
+    state: TrainState,
+    loop: LoopState,
+    reason: str,
+    *,
+    optimizer: Optimizer,
+    config: FitConfig,
+    registry: Registry,
+) -> tuple[Model, TrainState, tuple[LifecycleEvent, ...]]:
+    """Phase 3 on ROLLBACK, as esper-lite's ``execute_rollback``.
+
+    The host and the fossilized seeds return to the last-known-good snapshot;
+    every live seed is pruned with the panic reason (initiator
+    ``"governor"``); the optimizer state starts afresh (momentum that led to
+    the divergence is dropped).
+    """
+    assert loop.last_good is not None
+    _snap_model, snap = loop.last_good
+    states, events = prune_on_rollback(config.governor, state.seeds, reason)
+    slots = dict(state.params["slots"])
+    for slot_id in slots:
+        seed_state = states.get(slot_id)
+        if seed_state is not None and seed_state.stage == SeedStage.FOSSILIZED and slot_id in snap.params["slots"]:
+            slots[slot_id] = snap.params["slots"][slot_id]
+    restored = dataclasses.replace(state, params={"host": snap.params["host"], "slots": slots}, buffers=snap.buffers)
+    model, restored = _sync_structure(
+        model, restored, states, optimizer=optimizer, registry=registry, germinated={}, init_seed=0
+    )
+    restored = dataclasses.replace(restored, opt_state=optimizer.init(restored.params))
+    return model, restored, events
+
+
+def _record(
+    states: Mapping[str, SeedState],
+    val_accuracy: float,
+    contributions: Mapping[str, float],
+    *,
+    epoch: int,
+    max_epochs: int,
+) -> dict[str, SeedState]:
+    """Phase 4: this epoch's accuracy into every slot with a seed, each blended seed's contribution,
+    and the epoch stamp of the gradient telemetry the training steps measured.
+
+    As esper-lite's heuristic loop, only slots holding a seed (live or
+    FOSSILIZED) record accuracy; a slot cooling down after a prune counts its
+    epochs in ``step_epoch`` only. The telemetry sync follows the accuracy,
+    as in esper-lite's training loop.
+    """
+    recorded = dict(states)
+    for slot_id, seed_state in states.items():
+        if has_seed(seed_state):
+            seed_state = record_accuracy(seed_state, 100.0 * val_accuracy)
+            if slot_id in contributions:
+                seed_state = record_contribution(seed_state, contributions[slot_id])
+            seed_state = sync_telemetry(seed_state, epoch=epoch, max_epochs=max(max_epochs, epoch))
+            recorded[slot_id] = seed_state
+    return recorded
+
+
+def _step_lifecycle(
+    states: Mapping[str, SeedState], config: FitConfig
+) -> tuple[dict[str, SeedState], list[LifecycleEvent]]:
+    """Phase 5: ``step_epoch`` every slot (alpha ramps, auto-forward gates, the cooldown)."""
+    stepped = dict(states)
+    events: list[LifecycleEvent] = []
+    for slot_id, seed_state in states.items():
+        stepped[slot_id], ticked = step_epoch(seed_state, config.gates, auto_forward=config.auto_forward)
+        events += ticked
+    return stepped, events
+
+
 def run_epoch(
     model: Model,
     state: TrainState,
@@ -250,7 +366,17 @@ def run_epoch(
 ) -> tuple[Model, TrainState, LoopState, EpochRecord]:
     """Run epoch ``loop.epoch + 1``; returns the new ``(model, state, loop, record)``. Pure.
 
-    ``on_step(done, total)`` is called after each training step (progress display).
+    Phases, in esper-lite's order: train; validate (with each blended seed's
+    contribution); govern (a rollback restores the last-known-good snapshot,
+    prunes every live seed and ends the epoch); record accuracy and
+    contributions; count the free slots; ``step_epoch`` every slot; ask the
+    controller and apply its action; bring the model's structure in line with
+    the states. ``on_step(done, total)`` is called after each training step
+    (progress display).
+
+    Raises:
+        TrainingDivergedError: ``config.governor.max_consecutive_rollbacks``
+            rollbacks in a row (the message says what is not finite).
     """
     reducer = reducer or LocalReducer()
     controller = controller or heuristic(HeuristicConfig())
@@ -258,48 +384,32 @@ def run_epoch(
     if loop.last_good is None:
         loop = dataclasses.replace(loop, last_good=(model, state))
 
-    # 1. train
-    order = batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
-                          rank=rank, world_size=world_size, drop_last=world_size > 1)
-    losses, accuracies = [], []
-    for done, indices in enumerate(order, start=1):
-        batch = (data.x_train[indices], data.y_train[indices])
-        state, metrics = train_step(model, state, batch, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer)
-        losses.append(metrics.loss)
-        accuracies.append(metrics.accuracy)
-        if on_step is not None:
-            on_step(done, len(order))
-    train_loss = sum(losses) / max(1, len(losses))
-    train_accuracy = sum(accuracies) / max(1, len(accuracies))
-
-    # 2. validate + contributions
+    state, train_loss, train_accuracy = _train(
+        model, state, data, epoch=epoch, optimizer=optimizer, config=config, loss_fn=loss_fn, reducer=reducer,
+        rank=rank, world_size=world_size, on_step=on_step,
+    )
     val_loss, val_accuracy, contributions = _validate(model, state, data, config, loss_fn, reducer, rank, world_size)
-
-    # 3. govern
     governor, verdict, reason = governor_check(config.governor, loop.governor, val_loss)
     events: list[LifecycleEvent] = []
     action: Action | None = None
+    rollbacks = loop.consecutive_rollbacks + 1 if verdict == Verdict.ROLLBACK else 0
     if verdict == Verdict.ROLLBACK:
-        assert loop.last_good is not None
-        model, state = loop.last_good
-        states = dict(state.seeds)
-        victim = newest_seed(states)
-        if victim is not None:
-            states[victim], pruned = prune(states[victim], ROLLBACK_PRUNE_REASON, initiator="governor")
-            events += pruned
-        model, state = _sync_structure(model, state, states, optimizer=optimizer, registry=registry, germinated={}, init_seed=0)
+        limit = config.governor.max_consecutive_rollbacks
+        if limit and rollbacks >= limit:
+            raise TrainingDivergedError(_divergence_message(data, epoch, rollbacks, reason, val_loss, train_loss))
+        model, state, pruned = _rollback(
+            model, state, loop, reason, optimizer=optimizer, config=config, registry=registry
+        )
+        events += pruned
     else:
-        # 4. record measurements
-        states = dict(state.seeds)
-        for slot_id, seed_state in states.items():
-            if has_seed(seed_state):
-                seed_state = record_accuracy(seed_state, 100.0 * val_accuracy)
-                if slot_id in contributions:
-                    seed_state = record_contribution(seed_state, contributions[slot_id])
-                states[slot_id] = seed_state
-
-        # 5. decide and act
-        observation = _observe(model, states, loop, epoch, config, registry, val_accuracy, val_loss, train_loss, contributions)
+        states = _record(state.seeds, val_accuracy, contributions, epoch=epoch, max_epochs=config.epochs)
+        available = sum(1 for sid in model.slot_order if is_free(states.get(sid)))
+        states, ticked = _step_lifecycle(states, config)
+        events += ticked
+        observation = _observe(
+            model, states, loop, epoch, config, registry, val_accuracy, val_loss, train_loss, contributions,
+            available_slots=available,
+        )
         action = controller(observation)
         states, acted, _ = apply_action(
             action, states, config.gates, epoch=epoch, topology=model.host.topology,
@@ -310,23 +420,17 @@ def run_epoch(
         if action.kind == ActionKind.GERMINATE:
             assert action.slot_id is not None and action.blueprint is not None
             germinated[action.slot_id] = (action.blueprint, action.algorithm or AlphaAlgorithm.ADD)
-
-        # 6. tick the lifecycle
-        for slot_id in list(states):
-            states[slot_id], ticked = step_epoch(states[slot_id], config.gates, auto_forward=config.auto_forward)
-            events += ticked
         model, state = _sync_structure(
             model, state, states, optimizer=optimizer, registry=registry, germinated=germinated,
             init_seed=(state.key * 7919 + epoch * 104729) % (2**62),
         )
 
-    last_good: tuple[Model, TrainState] | None
-    if verdict == Verdict.OK:
-        last_good = (model, state)
-    else:
-        last_good = loop.last_good
-    record = _record(model, state, epoch, train_loss, train_accuracy, val_loss, val_accuracy, contributions,
-                     events, action, verdict, reason)
+    fossilized = loop.fossilized_since_snapshot or any(isinstance(e, SeedFossilized) for e in events)
+    last_good = loop.last_good
+    if verdict != Verdict.ROLLBACK and should_snapshot(config.governor, epoch, fossilized=loop.fossilized_since_snapshot):
+        last_good, fossilized = (model, state), any(isinstance(e, SeedFossilized) for e in events)
+    record = _epoch_record(model, state, epoch, train_loss, train_accuracy, val_loss, val_accuracy, contributions,
+                           events, action, verdict, reason)
     loop = LoopState(
         epoch=epoch,
         records=(*loop.records, record),
@@ -334,8 +438,28 @@ def run_epoch(
         event_epochs=loop.event_epochs + (epoch,) * len(events),
         governor=governor,
         last_good=last_good,
+        consecutive_rollbacks=rollbacks,
+        fossilized_since_snapshot=fossilized,
     )
     return model, state, loop, record
+
+
+def _divergence_message(
+    data: Dataset, epoch: int, rollbacks: int, reason: str, val_loss: float, train_loss: float
+) -> str:
+    """What is not finite, for the error that ends a run the governor cannot save."""
+    found = []
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        tensor = getattr(data, name, None)
+        if isinstance(tensor, Tensor) and tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                found.append(f"{name} holds {bad} non-finite value(s)")
+    where = "; ".join(found) if found else "the data are finite, so the model diverges (lower the learning rate)"
+    return (
+        f"epoch {epoch}: the governor rolled back {rollbacks} epochs in a row ({reason}; validation loss "
+        f"{val_loss}, training loss {train_loss}); {where}. Stopping instead of rolling back forever."
+    )
 
 
 def _seed_params(model: Model, registry: Registry, action: Action) -> int:
@@ -358,6 +482,8 @@ def _observe(
     val_loss: float,
     train_loss: float,
     contributions: Mapping[str, float],
+    *,
+    available_slots: int,
 ) -> Observation:
     accuracies = (*(100.0 * float(r["val_accuracy"]) for r in loop.records), 100.0 * val_accuracy)
     val_losses = (*(float(r["val_loss"]) for r in loop.records), val_loss)
@@ -374,10 +500,11 @@ def _observe(
         events=loop.events,
         event_epochs=loop.event_epochs,
         available_blueprints=registry.names(model.host.topology),
+        available_slots=available_slots,
     )
 
 
-def _record(
+def _epoch_record(
     model: Model,
     state: TrainState,
     epoch: int,

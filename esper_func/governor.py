@@ -5,14 +5,12 @@ optax-style: a frozen :class:`GovernorConfig`, a small frozen
 
     gstate = governor_init(config)
     gstate, verdict, reason = governor_check(config, gstate, float(loss))
-    if verdict == Verdict.OK:
-        last_good = train_state                  # the new last-good pytree
-    elif verdict == Verdict.ROLLBACK:
-        train_state = last_good                  # rolling back = keeping the old pytree
-        slot = newest_seed(seeds)                # ... and pruning the newest live seed
-        if slot is not None:
-            seeds[slot], events = ef.prune(seeds[slot], ROLLBACK_PRUNE_REASON, initiator="governor")
-    # Verdict.PANIC: an anomaly not yet confirmed; keep training, do not refresh last_good.
+    if verdict == Verdict.ROLLBACK:
+        params = last_good_params                # rolling back = keeping the old tensors
+        seeds, events = prune_on_rollback(config, seeds, reason)   # every live seed goes
+    elif should_snapshot(config, epoch, fossilized_since_snapshot):
+        last_good_params = params                # the new last-known-good state
+    # Verdict.PANIC: an anomaly not yet confirmed; keep training.
 
 Checks, in esper-lite's order (its defaults in brackets):
 
@@ -38,10 +36,16 @@ On ROLLBACK the returned state is the governor's state *after* the rollback
 (panic count cleared, ``rollbacks`` incremented, history kept, as esper-lite's
 ``execute_rollback`` leaves it): keep it, do not roll it back with the model.
 
-Differences from esper-lite: its rollback prunes every live seed with the
-panic reason; here the training loop prunes the newest live seed
-(:func:`newest_seed`) with reason ``"governor_rollback"``, initiator
-``"governor"``. The RL death penalty and telemetry are not part of this module.
+What a rollback does to the seeds (:func:`prune_on_rollback`), as esper-lite's
+``TolariaGovernor.execute_rollback``: every live seed is pruned with the panic
+reason (``"governor_nan"``, ``"governor_lobotomy"`` or
+``"governor_divergence"``), initiator ``"governor"``; FOSSILIZED seeds and
+slots without a seed are left alone. ``GovernorConfig(rollback_prune="newest")``
+prunes only the most recently germinated live seed instead. When to take the
+last-known-good snapshot (:func:`should_snapshot`), as esper-lite's training
+loop: after a check that did not roll back, every ``snapshot_interval`` [5]
+epochs and in the epoch after a fossilization. The RL death penalty and
+telemetry are not part of this module.
 """
 
 from __future__ import annotations
@@ -56,8 +60,12 @@ from typing import Final
 import torch
 
 from esper_func._pytree import pytree_dataclass
+from esper_func._validate import check_choice, check_float, check_int
+from esper_func.errors import InvalidArgumentError, InvalidTypeError
+from esper_func.lifecycle.events import LifecycleEvent
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import SeedState, has_seed
+from esper_func.lifecycle.transitions import prune
 
 __all__ = [
     "DEFAULT_GOVERNOR_ABSOLUTE_THRESHOLD",
@@ -76,6 +84,8 @@ __all__ = [
     "governor_check",
     "governor_init",
     "newest_seed",
+    "prune_on_rollback",
+    "should_snapshot",
 ]
 
 # esper-lite's leyline constants (Governor / Tolaria).
@@ -95,8 +105,12 @@ LOBOTOMY_RELATIVE_TOLERANCE: Final[float] = 0.065
 REASON_NAN: Final[str] = "governor_nan"
 REASON_LOBOTOMY: Final[str] = "governor_lobotomy"
 REASON_DIVERGENCE: Final[str] = "governor_divergence"
-#: Prune reason the training loop uses for the seed it removes on rollback.
+#: Prune reason of a rollback without a recorded panic reason (esper-lite's fallback).
 ROLLBACK_PRUNE_REASON: Final[str] = "governor_rollback"
+#: esper-lite's training loop snapshots the last-known-good state every this many epochs.
+DEFAULT_SNAPSHOT_INTERVAL: Final[int] = 5
+#: Consecutive rollbacks after which a run stops: the same data keep producing a non-finite loss.
+DEFAULT_MAX_CONSECUTIVE_ROLLBACKS: Final[int] = 3
 
 
 class Verdict(IntEnum):
@@ -108,20 +122,11 @@ class Verdict(IntEnum):
 
 
 def _require_number(name: str, value: object, *, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"GovernorConfig.{name} must be a finite number; got {value!r}")
-    result = float(value)
-    if minimum is not None and result < minimum:
-        raise ValueError(f"GovernorConfig.{name} must be >= {minimum}; got {result}")
-    return result
+    return check_float(f"GovernorConfig.{name}", value, minimum=minimum)
 
 
 def _require_count(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"GovernorConfig.{name} must be an int; got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"GovernorConfig.{name} must be >= {minimum}; got {value}")
-    return value
+    return check_int(f"GovernorConfig.{name}", value, minimum=minimum)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,7 +136,11 @@ class GovernorConfig:
     ``random_guess_loss`` is the loss of a model guessing uniformly (ln of the
     number of classes); ``None`` turns lobotomy detection off.
     ``history_window`` must be at least ``min_history``, or statistical
-    detection could never run.
+    detection could never run. ``rollback_prune`` is ``"all"`` (esper-lite:
+    prune every live seed) or ``"newest"``; ``snapshot_interval`` is how often
+    (in epochs) the last-known-good state is refreshed; after
+    ``max_consecutive_rollbacks`` rollbacks in a row a training loop stops
+    with an error (0: never).
     """
 
     sensitivity: float = DEFAULT_GOVERNOR_SENSITIVITY
@@ -141,8 +150,14 @@ class GovernorConfig:
     min_history: int = MIN_GOVERNOR_HISTORY_SAMPLES
     min_panics_before_rollback: int = DEFAULT_MIN_PANICS_BEFORE_ROLLBACK
     random_guess_loss: float | None = DEFAULT_RANDOM_GUESS_LOSS
+    rollback_prune: str = "all"
+    snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
+    max_consecutive_rollbacks: int = DEFAULT_MAX_CONSECUTIVE_ROLLBACKS
 
     def __post_init__(self) -> None:
+        check_choice("GovernorConfig.rollback_prune", self.rollback_prune, ("all", "newest"))
+        check_int("GovernorConfig.snapshot_interval", self.snapshot_interval, minimum=1)
+        check_int("GovernorConfig.max_consecutive_rollbacks", self.max_consecutive_rollbacks, minimum=0)
         set_ = object.__setattr__
         set_(self, "sensitivity", _require_number("sensitivity", self.sensitivity, minimum=0.0))
         set_(self, "multiplier", _require_number("multiplier", self.multiplier, minimum=0.0))
@@ -151,7 +166,7 @@ class GovernorConfig:
         _require_count("history_window", self.history_window, minimum=1)
         _require_count("min_panics_before_rollback", self.min_panics_before_rollback, minimum=1)
         if self.history_window < self.min_history:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"GovernorConfig.history_window ({self.history_window}) must be >= min_history "
                 f"({self.min_history}); a smaller window would disable anomaly detection"
             )
@@ -176,17 +191,17 @@ class GovernorState:
 def governor_init(config: GovernorConfig | None = None) -> GovernorState:
     """A fresh governor state (empty history)."""
     if config is not None and not isinstance(config, GovernorConfig):
-        raise TypeError(f"governor_init() expects a GovernorConfig or None; got {type(config).__name__}")
+        raise InvalidTypeError(f"governor_init() expects a GovernorConfig or None; got {type(config).__name__}")
     return GovernorState()
 
 
 def _loss_value(loss: object) -> float:
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
-            raise ValueError(f"governor_check(): loss must be a scalar; got a tensor of shape {tuple(loss.shape)}")
+            raise InvalidArgumentError(f"governor_check(): loss must be a scalar; got a tensor of shape {tuple(loss.shape)}")
         return float(loss.detach().item())
     if isinstance(loss, bool) or not isinstance(loss, numbers.Real):
-        raise TypeError(f"governor_check(): loss must be a real number; got {type(loss).__name__} {loss!r}")
+        raise InvalidTypeError(f"governor_check(): loss must be a real number; got {type(loss).__name__} {loss!r}")
     return float(loss)
 
 
@@ -205,9 +220,9 @@ def governor_check(
     (which is synced to the host). See the module docstring for the rules.
     """
     if not isinstance(config, GovernorConfig):
-        raise TypeError(f"governor_check() expects a GovernorConfig first; got {type(config).__name__}")
+        raise InvalidTypeError(f"governor_check() expects a GovernorConfig first; got {type(config).__name__}")
     if not isinstance(state, GovernorState):
-        raise TypeError(f"governor_check() expects a GovernorState second; got {type(state).__name__}")
+        raise InvalidTypeError(f"governor_check() expects a GovernorState second; got {type(state).__name__}")
     value = _loss_value(loss)
     if not math.isfinite(value):
         return _rolled_back(state), Verdict.ROLLBACK, REASON_NAN
@@ -250,15 +265,45 @@ def newest_seed(states: Mapping[str, SeedState]) -> str | None:
     gains a slot when it is first germinated: the most recently added).
     """
     if not isinstance(states, Mapping):
-        raise TypeError(f"newest_seed() expects a mapping slot_id -> SeedState; got {type(states).__name__}")
+        raise InvalidTypeError(f"newest_seed() expects a mapping slot_id -> SeedState; got {type(states).__name__}")
     best: str | None = None
     best_age = math.inf
     for slot_id, state in states.items():
         if not isinstance(state, SeedState):
-            raise TypeError(f"newest_seed(): states[{slot_id!r}] is a {type(state).__name__}, not a SeedState")
+            raise InvalidTypeError(f"newest_seed(): states[{slot_id!r}] is a {type(state).__name__}, not a SeedState")
         if not has_seed(state) or state.stage == SeedStage.FOSSILIZED:
             continue
         age = state.metrics.epochs_total
         if age <= best_age:
             best, best_age = slot_id, age
     return best
+
+
+def prune_on_rollback(
+    config: GovernorConfig, states: Mapping[str, SeedState], reason: str
+) -> tuple[dict[str, SeedState], tuple[LifecycleEvent, ...]]:
+    """Prune the seeds a rollback removes; returns new states and the events, in slot order.
+
+    ``config.rollback_prune == "all"`` (esper-lite): every live seed, with
+    ``reason`` (the panic reason; ``"governor_rollback"`` when empty),
+    initiator ``"governor"``. ``"newest"``: only :func:`newest_seed`.
+    FOSSILIZED seeds and slots without a seed are untouched (their prune is
+    refused). Pure: ``states`` is left as it was.
+    """
+    reason = reason or ROLLBACK_PRUNE_REASON
+    new = dict(states)
+    events: list[LifecycleEvent] = []
+    victims = list(new) if config.rollback_prune == "all" else [s for s in (newest_seed(new),) if s is not None]
+    for slot_id in victims:
+        new[slot_id], pruned = prune(new[slot_id], reason, initiator="governor")
+        events.extend(pruned)
+    return new, tuple(events)
+
+
+def should_snapshot(config: GovernorConfig, epoch: int, *, fossilized: bool = False) -> bool:
+    """Whether the state after ``epoch`` (whose check did not roll back) becomes the last-known-good one.
+
+    esper-lite's loop: every ``snapshot_interval`` epochs, and at the first
+    check after a fossilization (``fossilized``).
+    """
+    return fossilized or epoch % config.snapshot_interval == 0

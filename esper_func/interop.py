@@ -54,7 +54,7 @@ from esper_func.hosts import (
     seed_key,
 )
 from esper_func.lifecycle.alpha import AlphaAlgorithm
-from esper_func.lifecycle.codec import seed_state_from_esper_lite, seed_state_to_esper_lite
+from esper_func.lifecycle.codec import EXTRA_STATE_VERSION, slot_extra_state, state_from_slot_extra_state
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import SeedState, has_seed
 from esper_func.model import Buffers, Model, Params, check_tree
@@ -67,21 +67,6 @@ __all__ = [
     "from_esper_lite",
     "extra_state_from_state",
 ]
-
-#: ``SeedSlot._EXTRA_STATE_VERSION`` of the esper-lite layout read and written here.
-EXTRA_STATE_VERSION: Final[int] = 1
-
-#: Keys of esper-lite's ``SeedSlot.get_extra_state()``; all are required on import.
-_EXTRA_STATE_FIELDS: Final[tuple[str, ...]] = (
-    "_extra_state_version",
-    "isolate_gradients",
-    "blend_algorithm_id",
-    "blend_tempo_epochs",
-    "blend_alpha_target",
-    "resolved_topology",
-    "seed_state",
-    "alpha_schedule_config",
-)
 
 #: Stages in which esper-lite's GATE seed has its gate network (``alpha_schedule``).
 _GATE_STAGES: Final[frozenset[SeedStage]] = frozenset({SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
@@ -143,44 +128,10 @@ def _slot_layout(slot_id: str, slot: Slot) -> list[tuple[str, str, str, Tensor]]
 def extra_state_from_state(state: SeedState | None, *, topology: str | None = None) -> dict[str, Any]:
     """A slot's ``_extra_state`` in esper-lite's ``SeedSlot.get_extra_state()`` layout.
 
-    ``state=None`` (a slot that never held a seed) gives esper-lite's fresh
-    slot: ``seed_state`` and the blend settings ``None``. A DORMANT state (a
-    slot freed after a prune) gives ``seed_state=None`` but keeps the last
-    occupant's blend settings, as esper-lite's slot does. A GATE seed from
-    BLENDING on has ``alpha_schedule_config`` ``{"algorithm_id": "gated",
-    "total_steps": max(1, blend_tempo_epochs), "current_step":
-    alpha_steps_done}``; everything else has ``None``.
+    The same as :func:`esper_func.lifecycle.slot_extra_state` (the lifecycle
+    codec writes it).
     """
-    if state is None:
-        return {
-            "_extra_state_version": EXTRA_STATE_VERSION,
-            "isolate_gradients": False,
-            "blend_algorithm_id": None,
-            "blend_tempo_epochs": None,
-            "blend_alpha_target": None,
-            "resolved_topology": topology,
-            "seed_state": None,
-            "alpha_schedule_config": None,
-        }
-    gated = state.alpha_algorithm == AlphaAlgorithm.GATE and state.stage in _GATE_STAGES
-    return {
-        "_extra_state_version": EXTRA_STATE_VERSION,
-        "isolate_gradients": state.isolate_gradients,
-        "blend_algorithm_id": state.blend_algorithm_id,
-        "blend_tempo_epochs": state.blend_tempo_epochs,
-        "blend_alpha_target": state.blend_alpha_target,
-        "resolved_topology": state.topology,
-        "seed_state": None if state.stage == SeedStage.DORMANT else seed_state_to_esper_lite(state),
-        "alpha_schedule_config": (
-            {
-                "algorithm_id": "gated",
-                "total_steps": max(1, state.blend_tempo_epochs),
-                "current_step": state.alpha_controller.alpha_steps_done,
-            }
-            if gated
-            else None
-        ),
-    }
+    return slot_extra_state(state, topology=topology)
 
 
 def _check_states(model: Model, states: Any) -> Mapping[str, SeedState]:
@@ -249,11 +200,11 @@ def to_state_dict(
         A new dict; its tensor values are the caller's tensors (not copies).
 
     Note:
-        A GATE seed in GERMINATED or TRAINING has gate parameters here, so
-        they are written (the round trip through :func:`from_state_dict` is
-        exact); esper-lite has no gate before BLENDING, so its strict
-        ``load_state_dict`` would report those ``alpha_schedule`` keys as
-        unexpected. :func:`from_esper_lite` accepts them either way.
+        esper-lite creates a GATE seed's gate network when blending starts,
+        so a GATE seed in GERMINATED or TRAINING is written without its
+        ``alpha_schedule`` keys (esper-lite's strict ``load_state_dict``
+        would reject them); :func:`from_state_dict` and
+        :func:`from_esper_lite` initialise such a gate afresh when reading.
 
     Raises:
         ParamsMismatchError: ``params`` / ``buffers`` do not fit ``model``.
@@ -273,7 +224,10 @@ def to_state_dict(
         slot = model.slot(slot_id)
         if slot is None:
             continue
+        gated = model.stage(slot_id) in _GATE_STAGES
         for key, group, name, _ in _slot_layout(slot_id, slot):
+            if group == "gate" and not gated:
+                continue  # esper-lite creates a GATE seed's gate network when blending starts
             out[key] = params["slots"][slot_id][group][name]
     return out
 
@@ -377,7 +331,38 @@ def _read_tensors(
     return {"host": host_params, "slots": slot_params}, {"host": host_buffers}, absent_gates
 
 
-def from_state_dict(model: Model, state_dict: Mapping[str, Any]) -> tuple[Params, Buffers]:
+def _pre_gate_slots(model: Model) -> frozenset[str]:
+    """GATE slots whose seed esper-lite has not given its gate network yet (before BLENDING)."""
+    return frozenset(
+        sid
+        for sid in model.seeded
+        if (slot := model.slot(sid)) is not None
+        and slot.algorithm == AlphaAlgorithm.GATE
+        and model.stage(sid) in _PRE_GATE_STAGES
+    )
+
+
+def _fill_absent_gates(
+    model: Model, params: Params, absent: list[str], generator: torch.Generator | None
+) -> Params:
+    """Fresh gate networks for the slots in ``absent``, seeded by their position in the host."""
+    if not absent:
+        return params
+    known = model.host.slot_ids
+    seeds = split_seeds(generator, len(known))
+    slot_params = dict(params["slots"])
+    for slot_id in absent:
+        gated_slot = model.slot(slot_id)
+        assert gated_slot is not None
+        reference = _reference_tensor(params, slot_params[slot_id])
+        gate = _fresh_gate(gated_slot, seeds[known.index(slot_id)], reference)
+        slot_params[slot_id] = {**slot_params[slot_id], "gate": gate}
+    return {"host": params["host"], "slots": slot_params}
+
+
+def from_state_dict(
+    model: Model, state_dict: Mapping[str, Any], *, generator: torch.Generator | None = None
+) -> tuple[Params, Buffers]:
     """Read ``(params, buffers)`` for ``model`` from a dict with esper-lite key names.
 
     The inverse of :func:`to_state_dict` for a model whose structure you
@@ -389,7 +374,10 @@ def from_state_dict(model: Model, state_dict: Mapping[str, Any]) -> tuple[Params
     come in any floating dtype (kept as is), any other entry (such as
     BatchNorm's ``num_batches_tracked``) must have exactly the expected dtype.
     A tied alias (``host.head.weight``) must equal its master
-    (``host.tok_emb.weight``); the master's tensor is used.
+    (``host.tok_emb.weight``); the master's tensor is used. A GATE seed
+    before BLENDING may come without its gate network (esper-lite has none
+    yet): it is initialised from ``generator`` (read, not advanced), as
+    :func:`from_esper_lite` does.
 
     Returns:
         New dicts holding the checkpoint's own tensors (not copies; nothing
@@ -401,55 +389,11 @@ def from_state_dict(model: Model, state_dict: Mapping[str, Any]) -> tuple[Params
     """
     if not isinstance(model, Model):
         raise TypeError(f"from_state_dict takes an esper_func Model first; got {type(model).__name__}")
-    params, buffers, _ = _read_tensors(model, state_dict)
-    return params, buffers
+    params, buffers, absent = _read_tensors(model, state_dict, optional_gates=_pre_gate_slots(model))
+    return _fill_absent_gates(model, params, absent, generator), buffers
 
 
 # --------------------------------------------------------------------------- from_esper_lite
-
-
-def _read_extra(key: str, extra: Any) -> Mapping[str, Any]:
-    if not isinstance(extra, Mapping):
-        raise CheckpointError(
-            f"{key!r} must be the dict written by esper-lite's SeedSlot.get_extra_state(); got {type(extra).__name__}"
-        )
-    if "_extra_state_version" not in extra:
-        raise CheckpointError(f"{key!r} has no '_extra_state_version'; expected version {EXTRA_STATE_VERSION}")
-    version = extra["_extra_state_version"]
-    if version != EXTRA_STATE_VERSION or isinstance(version, bool):
-        raise CheckpointError(
-            f"{key!r} has _extra_state_version {version!r}; this esper_func reads version {EXTRA_STATE_VERSION} "
-            f"(esper-lite SeedSlot._EXTRA_STATE_VERSION)"
-        )
-    missing = [name for name in _EXTRA_STATE_FIELDS if name not in extra]
-    if missing:
-        raise CheckpointError(f"{key!r} is missing field(s) {missing}; esper-lite writes all of {list(_EXTRA_STATE_FIELDS)}")
-    return extra
-
-
-def _check_schedule_config(key: str, config: Any, state: SeedState | None) -> None:
-    if config is None:
-        return
-    path = f"{key}.alpha_schedule_config"
-    if state is None:
-        raise CheckpointError(f"{path!r} is set but seed_state is None; a gate needs a seed")
-    if not isinstance(config, Mapping):
-        raise CheckpointError(f"{path!r} must be a dict or None; got {type(config).__name__}")
-    for name in ("algorithm_id", "total_steps", "current_step"):
-        if name not in config:
-            raise CheckpointError(f"{path!r} is missing field {name!r}")
-    if config["algorithm_id"] != "gated":
-        raise CheckpointError(
-            f"{path!r} has algorithm_id {config['algorithm_id']!r}; only 'gated' is supported (as in esper-lite)"
-        )
-    if state.alpha_algorithm != AlphaAlgorithm.GATE:
-        raise CheckpointError(
-            f"{path!r} is for 'gated' but the seed's alpha_algorithm is {state.alpha_algorithm.name}; expected GATE"
-        )
-    for name in ("total_steps", "current_step"):
-        value = config[name]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise CheckpointError(f"{path}.{name} must be an integer; got {type(value).__name__} {value!r}")
 
 
 def _reference_tensor(params: Params, slot_params: Mapping[str, Mapping[str, Tensor]]) -> Tensor | None:
@@ -561,24 +505,14 @@ def from_esper_lite(
                 f"checkpoint is missing {key!r}; esper-lite writes every slot's lifecycle state there "
                 f"(SeedSlot.get_extra_state) and it is needed to rebuild slot {slot_id!r}"
             )
-        extra = _read_extra(key, state_dict[key])
-        raw = extra["seed_state"]
-        state = None
-        if raw is not None:
-            fields = dict(extra)
-            if fields["resolved_topology"] is None:
-                fields["resolved_topology"] = host.topology
-            try:
-                state = seed_state_from_esper_lite(raw, extra=fields)
-            except CheckpointError as exc:
-                raise CheckpointError(f"{key!r}: {exc}") from exc
+        state = state_from_slot_extra_state(state_dict[key], topology=host.topology, where=key)
+        if state is not None:
             if state.slot_id != slot_id:
                 raise CheckpointError(f"{key!r} holds the seed state of slot {state.slot_id!r}, expected {slot_id!r}")
             if state.topology != host.topology:
                 raise CheckpointError(
                     f"{key!r} has resolved_topology {state.topology!r} but the host is a {host.topology} host"
                 )
-        _check_schedule_config(key, extra["alpha_schedule_config"], state)
 
         if state is None or not has_seed(state):
             slots.append(None)
@@ -607,14 +541,4 @@ def from_esper_lite(
 
     model = Model(host, order, tuple(slots), tuple(stages))
     params, buffers, absent_gates = _read_tensors(model, state_dict, optional_gates=frozenset(pre_gate))
-    if absent_gates:
-        seeds = split_seeds(generator, len(known))
-        slot_params = dict(params["slots"])
-        for slot_id in absent_gates:
-            gated_slot = model.slot(slot_id)
-            assert gated_slot is not None
-            reference = _reference_tensor(params, slot_params[slot_id])
-            gate = _fresh_gate(gated_slot, seeds[known.index(slot_id)], reference)
-            slot_params[slot_id] = {**slot_params[slot_id], "gate": gate}
-        params = {"host": params["host"], "slots": slot_params}
-    return model, params, buffers, states
+    return model, _fill_absent_gates(model, params, absent_gates, generator), buffers, states

@@ -29,7 +29,7 @@ from torch.func import grad_and_value
 
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.counterfactual import flatten_tokens
-from esper_func.lifecycle import SeedState, gradient_norms, record_gradients, trainable
+from esper_func.lifecycle import SeedState, gradient_health, gradient_norms, record_gradients, trainable
 from esper_func.model import Buffers, Model, Params, alphas_of, apply
 from esper_func.optim import Optimizer
 
@@ -176,9 +176,16 @@ def train_step(
     norms = gradient_norms({"host": grads["host"], **{sid: grads["slots"][sid] for sid in routed}})
     seeds = dict(state.seeds)
     for slot_id in routed:
-        if slot_id in seeds:
+        if slot_id in seeds and bool(torch.isfinite(norms["host"]) & torch.isfinite(norms[slot_id])):
+            health = gradient_health(grads["slots"][slot_id])
             seeds[slot_id] = record_gradients(
-                seeds[slot_id], host_grad_norm=norms["host"], seed_grad_norm=norms[slot_id]
+                seeds[slot_id],
+                host_grad_norm=norms["host"],
+                seed_grad_norm=norms[slot_id],
+                gradient_norm=health.norm,
+                gradient_health=health.health,
+                has_vanishing=health.has_vanishing,
+                has_exploding=health.has_exploding,
             )
 
     params, opt_state = optimizer.update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import cache
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import esper_func as ef
+from esper_func._pytree import tree_leaves
 from esper_func.controller import HeuristicConfig, heuristic
 from esper_func.fit import FitConfig, LoopState, fit, run_epoch
 from esper_func.runs import load_run, save_run
@@ -81,33 +83,74 @@ def test_resuming_after_epoch_three_gives_the_uninterrupted_run_bitwise(tmp_path
     assert rest.loop.records == full.loop.records
 
 
-def test_a_nan_rolls_back_to_the_last_good_state_and_prunes_the_newest_seed():
+def _poisoned(logits, targets):  # every training loss (and gradient) of the epoch is NaN
+    return F.cross_entropy(logits, targets) * float("nan")
+
+
+def test_nan_gradients_with_a_live_seed_roll_back_and_prune_every_live_seed():
+    # esper-lite's TolariaGovernor: host (and fossils) back to the last snapshot, every live seed
+    # pruned with the panic reason by the governor, optimizer momentum dropped; training goes on.
     optimizer = ef.optim.adamw(1e-2)
     model, state = fresh(optimizer)
     loop = LoopState()
     registry = ef.default_registry()
-    while not any(ef.has_seed(s) for s in state.seeds.values()):
+    while not any(ef.has_seed(s) and s.stage != ef.SeedStage.FOSSILIZED for s in state.seeds.values()):
         model, state, loop, _ = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
                                           registry=registry, controller=FAST)
-    _good_model, good_state = loop.last_good
-    victim = next(sid for sid, s in good_state.seeds.items() if ef.has_seed(s))
-
-    def poisoned(logits, targets):  # every training loss of this epoch is NaN
-        return F.cross_entropy(logits, targets) * float("nan")
+    _snap_model, snapshot = loop.last_good
+    live = sorted(sid for sid, s in state.seeds.items() if ef.has_seed(s) and s.stage != ef.SeedStage.FOSSILIZED)
 
     model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
-                                           registry=registry, controller=FAST, loss_fn=poisoned)
+                                           registry=registry, controller=FAST, loss_fn=_poisoned)
     assert record["governor"] == {"verdict": "ROLLBACK", "reason": "governor_nan"}
     assert math.isnan(float(record["val_loss"]))
-    assert leaves_equal(state.params["host"], good_state.params["host"])
-    assert state.step == good_state.step
+    assert leaves_equal(state.params["host"], snapshot.params["host"])
+    assert leaves_equal(state.buffers, snapshot.buffers)
     pruned = [e for e in record["events"] if e["type"] == "SeedPruned"]
-    assert [(e["slot_id"], e["reason"], e["initiator"]) for e in pruned] == [(victim, "governor_rollback", "governor")]
-    assert state.seeds[victim].stage == ef.SeedStage.PRUNED and model.slot(victim) is None
+    assert sorted((e["slot_id"], e["reason"], e["initiator"]) for e in pruned) == [
+        (sid, "governor_nan", "governor") for sid in live
+    ]
+    for sid in live:
+        assert state.seeds[sid].stage == ef.SeedStage.PRUNED and model.slot(sid) is None
+        assert state.seeds[sid].metrics.auto_pruned
+    fresh_opt = tree_leaves(optimizer.init(state.params))
+    assert all(torch.equal(a, b) for a, b in zip(tree_leaves(state.opt_state), fresh_opt, strict=True))  # momentum dropped
+    assert loop.consecutive_rollbacks == 1
     # Training goes on from the restored state.
     model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
                                            registry=registry, controller=FAST)
-    assert math.isfinite(float(record["val_loss"]))
+    assert math.isfinite(float(record["val_loss"])) and loop.consecutive_rollbacks == 0
+
+
+def test_the_snapshot_follows_esper_lites_schedule():
+    # Refreshed at epochs 5, 10, ... and at the first healthy check after a fossilization.
+    result = twelve_epochs()
+    optimizer = ef.optim.adamw(1e-2)
+    model, state = fresh(optimizer)
+    loop = LoopState()
+    snapshots = []
+    for _ in range(12):
+        before = loop.last_good
+        fossilized = loop.fossilized_since_snapshot
+        model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(12),
+                                               registry=ef.default_registry(), controller=FAST)
+        if loop.last_good is not before:
+            snapshots.append(record["epoch"])
+            assert record["epoch"] % 5 == 0 or fossilized or before is None
+    assert 5 in snapshots and 10 in snapshots
+    assert result.loop.epoch == 12
+
+
+def test_a_nan_in_the_validation_data_stops_the_run_with_a_clear_error():
+    data = dataset()
+    x_val = data.x_val.clone()
+    x_val[0, 0, 0, 0] = float("nan")
+    poisoned = dataclasses.replace(data, x_val=x_val)
+    optimizer = ef.optim.adamw(1e-2)
+    model, state = fresh(optimizer)
+    with pytest.raises(ef.TrainingDivergedError, match=r"rolled back 3 epochs in a row.*x_val holds 1 non-finite"):
+        fit(model, state, poisoned, optimizer=optimizer, config=config(10), registry=ef.default_registry(),
+            controller=FAST)
 
 
 def test_run_checkpoints_refuse_corruption_and_keep_the_previous_one(tmp_path: Path):

@@ -160,10 +160,11 @@ def lossless(state: ef.SeedState) -> ef.SeedState:
         history = (*history[:-1], (history[-1][0], entered))
     return dataclasses.replace(
         state,
-        stage_entered_epoch=entered,
         stage_history=history,
         pending_prune_reason=None,
         pending_prune_initiator=None,
+        # esper-lite re-derives the blend-out freeze from the controller on load.
+        blend_out_frozen=state.alpha_controller.alpha_mode == ef.AlphaMode.DOWN,
         metrics=dataclasses.replace(state.metrics, auto_pruned=False, auto_prune_reason=""),
     )
 
@@ -457,6 +458,7 @@ def esper_lite_checkpoint() -> tuple[dict[str, Any], dict[str, nn.Module]]:
                 "alpha_target": 1.0,
                 "alpha_mode": 1,
                 "alpha_curve": 1,
+                "alpha_steepness": 12.0,
                 "alpha_steps_total": 5,
                 "alpha_steps_done": 2,
             },
@@ -490,7 +492,7 @@ def esper_lite_checkpoint() -> tuple[dict[str, Any], dict[str, nn.Module]]:
             "telemetry": None,
             "alpha_controller": {
                 "alpha": 0.0, "alpha_start": 0.0, "alpha_target": 0.0, "alpha_mode": 0,
-                "alpha_curve": 1, "alpha_steps_total": 0, "alpha_steps_done": 0,
+                "alpha_curve": 1, "alpha_steepness": 12.0, "alpha_steps_total": 0, "alpha_steps_done": 0,
             },
             "alpha_algorithm": 1,
             "blend_tempo_epochs": 8,
@@ -530,7 +532,7 @@ def esper_lite_checkpoint() -> tuple[dict[str, Any], dict[str, nn.Module]]:
             "is_paused": False,
             "previous_epochs_in_stage": 3,
         },
-        "alpha_schedule_config": {"algorithm_id": "gated", "total_steps": 3, "current_step": 3},
+        "alpha_schedule_config": {"algorithm_id": "gated", "total_steps": 3, "current_step": 0},
     }
     sd.update({f"seed_slots.r1c1.seed.{k}": v for k, v in seed_b.state_dict().items()})
     sd.update({f"seed_slots.r1c1.alpha_schedule.{k}": v for k, v in gate.state_dict().items()})
@@ -563,7 +565,7 @@ def test_hand_built_esper_lite_checkpoint_imports_and_predicts_the_same() -> Non
     assert (blending.seed_id, blending.blueprint_id, blending.slot_id) == ("env0-seed-3", "conv_light", "r1c0")
     assert blending.stage == S.BLENDING and blending.previous_stage == S.TRAINING
     assert blending.alpha == 0.4 and blending.alpha_controller.alpha_steps_done == 2
-    assert blending.alpha_controller.alpha_steepness == 12.0  # absent in older esper-lite: the default
+    assert blending.alpha_controller.alpha_steepness == 12.0
     assert (blending.blend_algorithm_id, blending.blend_tempo_epochs, blending.topology) == ("linear", 5, "cnn")
     assert blending.isolate_gradients and blending.metrics.blending_started
     assert blending.metrics.current_val_accuracy == 57.5 and blending.metrics.seed_gradient_norm_ratio == 0.8
@@ -633,7 +635,7 @@ MALFORMED = {
     ),
     "missing _extra_state": (_drop(R1C0), r"missing 'seed_slots\.r1c0\._extra_state'"),
     "missing _extra_state field": (
-        _drop_field(R1C0, "resolved_topology"), r"seed_slots\.r1c0\._extra_state.*missing field.*resolved_topology"
+        _drop_field(R1C0, "resolved_topology"), r"seed_slots\.r1c0\._extra_state.*lacks.*resolved_topology"
     ),
     "missing seed key": (
         _drop("seed_slots.r1c0.seed.enhance.conv.weight"), r"missing 1 key.*seed_slots\.r1c0\.seed\.enhance\.conv\.weight"
@@ -669,7 +671,7 @@ MALFORMED = {
         lambda sd: _set((R1C0, "seed_state"), {
             k: v for k, v in sd[R1C0]["seed_state"].items() if k != "alpha_controller"
         })(sd),
-        r"seed_slots\.r1c0\._extra_state.*alpha_controller.*missing",
+        r"seed_slots\.r1c0\._extra_state.*missing.*alpha_controller",
     ),
     "seed tensors in a pruned slot": (
         _add("seed_slots.r0c1.seed.w", torch.zeros(1)), r"slot 'r0c1' has no seed in stage PRUNED.*seed_slots\.r0c1\.seed\.w"
@@ -772,7 +774,7 @@ EL_TELEMETRY_KEYS = [
     "schema_version", "seed_id", "blueprint_id", "layer_id", "gradient_norm", "gradient_health", "has_vanishing",
     "has_exploding", "accuracy", "accuracy_delta", "epochs_in_stage", "stage", "alpha", "alpha_target",
     "alpha_mode", "alpha_steps_total", "alpha_steps_done", "time_to_target", "alpha_velocity", "alpha_algorithm",
-    "epoch", "max_epochs", "captured_at", "blend_tempo_epochs", "blending_velocity",
+    "epoch", "max_epochs", "captured_at", "blend_tempo_epochs", "blending_velocity", "alpha_curve",
 ]
 
 

@@ -35,6 +35,9 @@ from esper_func.lifecycle import (  # noqa: E402
     step_epoch,
     trainable,
 )
+from esper_func.lifecycle import has_gate as ef_has_gate  # noqa: E402
+from esper_func.lifecycle import sync_telemetry as ef_sync  # noqa: E402
+
 from esper_func.lifecycle.alpha import (  # noqa: E402
     AlphaAlgorithm,
     AlphaCurve,
@@ -108,7 +111,7 @@ def compare(slot: Any, ours: SeedState | None) -> None:
     assert (m_el.epochs_total, m_el.epochs_in_current_stage) == (m.epochs_total, m.epochs_in_current_stage)
     assert m_el.current_val_accuracy == m.current_val_accuracy
     assert m_el.accuracy_at_stage_start == m.accuracy_at_stage_start
-    assert m_el.current_alpha == m.current_alpha and m_el.alpha_ramp_step == m.alpha_ramp_step
+    assert m_el.current_alpha == ours.alpha and m_el.alpha_ramp_step == m.alpha_ramp_step
     assert m_el.seed_gradient_norm_ratio == m.seed_gradient_norm_ratio
     assert m_el.gradient_norm_avg == m.gradient_norm_avg
     assert m_el.counterfactual_contribution == m.counterfactual_contribution
@@ -121,6 +124,13 @@ def compare(slot: Any, ours: SeedState | None) -> None:
         # esper-lite's prune() writes auto_pruned before refusing in the cooldown stages;
         # ours leaves a refused request's state untouched, so compare while a seed is live.
         assert (m_el.auto_pruned, m_el.auto_prune_reason) == (m.auto_pruned, m.auto_prune_reason)
+    t_el, t = el.telemetry, ours.telemetry
+    assert (t_el.gradient_health, t_el.has_exploding, t_el.has_vanishing, t_el.epoch) == (
+        t.gradient_health, t.has_exploding, t.has_vanishing, t.epoch)
+    assert slot._blend_out_freeze_active == ours.blend_out_frozen
+    assert (slot.alpha_schedule is not None) == ef_has_gate(ours)
+    assert m_el.accuracy_at_blending_start == m.accuracy_at_blending_start
+    assert m_el.best_val_accuracy == m.best_val_accuracy and m_el.initial_val_accuracy == m.initial_val_accuracy
 
 
 def compare_gate(el: Any, ours: GateResult) -> None:
@@ -149,7 +159,7 @@ def test_random_sequences_match_esper_lite(seed: int) -> None:
             if slot.state is not None:
                 continue
             blend, algorithm = rng.choice(BLENDS)
-            tempo = rng.randint(0, 6)
+            tempo = rng.randint(1, 6)
             target = rng.choice([None, 0.25, 0.5, 1.0])
             topology = rng.choice(["cnn", "transformer"])
             slot.germinate(
@@ -205,11 +215,15 @@ def test_random_sequences_match_esper_lite(seed: int) -> None:
                 assert slot._blend_out_freeze_active == (not trainable(ours))
         elif op == "set_alpha_target":
             target = rng.choice([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
-            steps = rng.randint(0, 5)
+            steps = rng.randint(1, 5)
             curve = rng.choice([None, *AlphaCurve])
             k = rng.choice([0.05, 1.0, 12.0, 1e4])
-            accepted = slot.set_alpha_target(alpha_target=target, steps=steps, curve=el_curve(curve), steepness=k)
-            new, _ = set_alpha_target(ours, alpha_target=target, steps=steps, curve=curve, steepness=k)
+            algo = rng.choice([None, None, *AlphaAlgorithm])
+            el_algo = None if algo is None else ELAlphaAlgorithm(int(algo))
+            accepted = slot.set_alpha_target(alpha_target=target, steps=steps, curve=el_curve(curve), steepness=k,
+                                             alpha_algorithm=el_algo)
+            new, _ = set_alpha_target(ours, alpha_target=target, steps=steps, curve=curve, steepness=k,
+                                      alpha_algorithm=algo)
             assert accepted == (new is not ours)
             ours = new
             if accepted:
@@ -221,26 +235,25 @@ def test_random_sequences_match_esper_lite(seed: int) -> None:
             ours, _ = step_epoch(ours, gates, auto_forward=levels)
         elif op == "accuracy":
             previous = slot.state.metrics.current_val_accuracy if slot.is_active else 50.0
+            if slot.state is None:
+                continue
             acc = round(min(100.0, max(0.0, previous + rng.uniform(-1.0, 2.0))), 2)
-            if slot.is_active:
-                slot.state.metrics.record_accuracy(acc)
+            slot.state.metrics.record_accuracy(acc)
             ours = record_accuracy(ours, acc)
         elif op == "contribution":
             value = round(rng.uniform(-2.0, 4.0), 2)
-            if slot.is_active:
-                slot.state.metrics.counterfactual_contribution = value
+            if slot.state is None:
+                continue
+            slot.state.metrics.counterfactual_contribution = value
             ours = record_contribution(ours, value)
         elif op == "gradients":
             host, seed_norm = rng.choice([0.0, 1e-9, 0.5, 2.0]), rng.choice([0.0, 0.05, 0.3, 5.0])
             health, exploding = rng.choice([None, 0.5, 0.9]), rng.choice([None, False, True])
+            sync_epoch = rng.choice([0, 1, 7])
             if slot.is_active:
                 monitor.stats = {"host_grad_norm": host, "seed_grad_norm": seed_norm}
                 slot.capture_gradient_telemetry()
-                if health is not None:
-                    slot.state.telemetry.gradient_health = health
-                if exploding is not None:
-                    slot.state.telemetry.has_exploding = exploding
-            ours = record_gradients(
-                ours, host_grad_norm=host, seed_grad_norm=seed_norm, gradient_health=health, has_exploding=exploding
-            )
+                slot.state.sync_telemetry(gradient_health=health, has_exploding=exploding, epoch=sync_epoch)
+                ours = record_gradients(ours, host_grad_norm=host, seed_grad_norm=seed_norm)
+                ours = ef_sync(ours, epoch=sync_epoch, gradient_health=health, has_exploding=exploding)
         compare(slot, ours)

@@ -15,6 +15,12 @@ S = ef.SeedStage
 HOST = ef.CNNHost(in_channels=1, n_blocks=2, base_channels=4, num_classes=4, memory_format="contiguous_format")
 
 
+
+def with_alpha(state: ef.SeedState, alpha: float) -> ef.SeedState:
+    """``state`` with its controller (the one home of alpha) at ``alpha``."""
+    return dataclasses.replace(state, alpha_controller=dataclasses.replace(state.alpha_controller, alpha=alpha))
+
+
 def data(n: int = 32, seed: int = 0):
     return ef.data.synthetic_images(n, classes=4, size=8, seed=seed, val_fraction=0.25)
 
@@ -34,9 +40,11 @@ def seeded(stage: S):
     model, params, buffers = ef.build_model(HOST, HOST.slot_ids, generator=torch.Generator().manual_seed(0))
     model, params = ef.add_seed(model, params, "r0c0", ef.default_registry(), "conv_light", stage=stage)
     state = ef.germinate("r0c0", "conv_light", seed_params=model.slot("r0c0").num_params(), host_params=100)
+    state = ef.sync_telemetry(state, epoch=1, gradient_health=1.0, has_exploding=False)  # permissive G2 needs it
     for target in (S.TRAINING, S.BLENDING):
         if stage >= target:
-            state, _, _ = ef.advance(state, ef.Gates(permissive=True, min_blending_epochs=0), target)
+            state, result, _ = ef.advance(state, ef.Gates(permissive=True, min_blending_epochs=0), target)
+            assert result.passed, result
     return model, params, buffers, {"r0c0": state}
 
 
@@ -86,7 +94,7 @@ def test_train_step_is_pure_and_deterministic():
 
 def test_a_blending_seed_learns_and_its_gradient_telemetry_is_recorded():
     model, params, buffers, seeds = seeded(S.BLENDING)
-    seeds = {"r0c0": dataclasses.replace(seeds["r0c0"], alpha=0.5)}
+    seeds = {"r0c0": with_alpha(seeds["r0c0"], 0.5)}
     optimizer = ef.optim.sgd(0.1)
     state = init_train_state(model, params, buffers, optimizer=optimizer, seeds=seeds)
     assert state.seeds["r0c0"].metrics.seed_gradient_norm_ratio is None
@@ -107,7 +115,7 @@ def test_germinated_and_blending_out_seeds_are_frozen():
 
     model, params, buffers, seeds = seeded(S.BLENDING)
     holding_at = ef.AlphaController(alpha=0.8, alpha_start=0.8, alpha_target=0.8)  # HOLD mode
-    fading, _ = ef.schedule_prune(dataclasses.replace(seeds["r0c0"], alpha=0.8, alpha_controller=holding_at), steps=3)
+    fading, _ = ef.schedule_prune(dataclasses.replace(seeds["r0c0"], alpha_controller=holding_at), steps=3)
     assert not ef.trainable(fading)
     state = init_train_state(model, params, buffers, optimizer=optimizer, seeds={"r0c0": fading})
     new, metrics = train_step(model, state, data().train, optimizer=optimizer, loss_fn=F.cross_entropy)
@@ -157,7 +165,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
         leaf = torch.utils._pytree.tree_map(lambda t: t.clone().requires_grad_(), p)
         out, _ = ef.apply(model, leaf, buffers, torch.tensor([0.5, 0.0]), tokens, train=True)
         grads.append(torch.autograd.grad(out.square().mean(), torch.utils._pytree.tree_leaves(leaf)))
-        state = dataclasses.replace(ef.germinate("r0c0", "mlp", topology="transformer"), stage=S.BLENDING, alpha=0.5)
+        state = with_alpha(dataclasses.replace(ef.germinate("r0c0", "mlp", topology="transformer"), stage=S.BLENDING), 0.5)
         train_state = init_train_state(model, p, buffers, optimizer=ef.optim.sgd(0.1), seeds={"r0c0": state})
         train_step(model, train_state, (tokens, tokens), optimizer=ef.optim.sgd(0.1), loss_fn=F.cross_entropy)
     for a, b in zip(*grads, strict=True):

@@ -32,7 +32,8 @@ from enum import IntEnum
 from typing import Any, Final
 
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func.errors import IllegalTransitionError
+from esper_func._validate import check_float, check_int
+from esper_func.errors import IllegalTransitionError, InvalidArgumentError
 
 __all__ = [
     "AlphaAlgorithm",
@@ -86,7 +87,7 @@ def _clamp01(value: float) -> float:
 
 def _check_not_nan(name: str, value: float) -> None:
     if math.isnan(value):
-        raise ValueError(f"AlphaController: {name} is NaN; expected a number in [0, 1]")
+        raise InvalidArgumentError(f"AlphaController: {name} is NaN; expected a number in [0, 1]")
 
 
 def _logistic(x: float) -> float:
@@ -114,7 +115,7 @@ def curve_progress(t: float, curve: AlphaCurve, steepness: float = DEFAULT_STEEP
         if hi == lo:  # only for a vanishing steepness; fall back to linear
             return t
         return (_logistic(k * (t - 0.5)) - lo) / (hi - lo)
-    raise ValueError(f"unknown alpha curve {curve!r}; expected one of {[c.name for c in AlphaCurve]}")
+    raise InvalidArgumentError(f"unknown alpha curve {curve!r}; expected one of {[c.name for c in AlphaCurve]}")
 
 
 @pytree_dataclass
@@ -184,14 +185,15 @@ def retarget(
 ) -> AlphaController:
     """Start a ramp from the current alpha to ``alpha_target`` over ``steps`` ticks.
 
-    ``alpha_target`` is clamped to ``[0, 1]`` and ``steps`` to ``>= 0``;
+    ``alpha_target`` is clamped to ``[0, 1]``; ``steps`` must be ``>= 0``;
     ``curve``/``steepness`` of ``None`` keep the controller's current ones.
     Returns a new controller in ``UP``, ``DOWN`` or (target equals alpha, or
     ``steps == 0``: snapped to the target) ``HOLD``.
 
     Raises:
         IllegalTransitionError: the controller is not in ``HOLD``.
-        ValueError: ``alpha_target`` is NaN or ``steepness`` is not finite.
+        InvalidArgumentError: ``alpha_target`` is NaN, ``steps`` negative or
+            ``steepness`` not finite.
     """
     if ctrl.alpha_mode != AlphaMode.HOLD:
         raise IllegalTransitionError(
@@ -203,19 +205,11 @@ def retarget(
                 total=ctrl.alpha_steps_total,
             )
         )
-    target_f = float(alpha_target)
-    if math.isnan(target_f):
-        raise ValueError("retarget(): alpha_target is NaN; expected a number in [0, 1]")
-    target = _clamp01(target_f)
-    steps_total = max(0, int(steps))
+    target = _clamp01(check_float("retarget(): alpha_target", alpha_target, finite=False))
+    steps_total = check_int("retarget(): steps", steps, minimum=0)
     new_steepness = ctrl.alpha_steepness
     if steepness is not None:
-        if not math.isfinite(float(steepness)):
-            raise ValueError(
-                f"retarget(): steepness must be a finite number (values below {MIN_STEEPNESS} "
-                f"are raised to {MIN_STEEPNESS}); got {steepness!r}"
-            )
-        new_steepness = max(MIN_STEEPNESS, float(steepness))
+        new_steepness = max(MIN_STEEPNESS, check_float("retarget(): steepness", steepness))
     new_curve = ctrl.alpha_curve if curve is None else AlphaCurve(curve)
 
     alpha = ctrl.alpha

@@ -1,445 +1,271 @@
-"""``SeedState`` to and from JSON-compatible dicts, and a reader for esper-lite's layout.
+"""One codec for :class:`SeedState` and its parts, derived from the dataclass fields.
 
-:func:`state_to_dict` writes only ``dict``/``list``/``str``/``int``/
-``float``/``bool``/``None`` (enums as their integer values), tagged with
-``"schema": "esper_func.SeedState"`` and ``"schema_version"``.
-:func:`state_from_dict` checks every field: a missing, unknown or wrongly
-typed field, or an unknown version, raises
-:class:`~esper_func.errors.CheckpointError` naming the field (dotted path,
-e.g. ``metrics.epochs_total``). ``state_from_dict(state_to_dict(s)) == s``.
+Two layouts are written and read:
 
-:func:`seed_state_from_esper_lite` reads esper-lite's ``SeedState.to_dict()``
-plus, optionally, the slot's ``_extra_state`` fields;
-:func:`seed_state_to_esper_lite` writes that layout back (see its docstring for
-what the esper-lite layout cannot carry).
+- **esper_func JSON** (:func:`state_to_dict` / :func:`state_from_dict`): every
+  field under its own name, enums as integers, tagged with ``"schema":
+  "esper_func.SeedState"`` and ``"schema_version"``. Only ``dict``/``list``/
+  ``str``/``int``/``float``/``bool``/``None``. ``state_from_dict(state_to_dict(s))
+  == s``.
+- **esper-lite** (:func:`seed_state_to_esper_lite` /
+  :func:`seed_state_from_esper_lite` for ``SeedState.to_dict()``, and
+  :func:`slot_extra_state` / :func:`state_from_slot_extra_state` for a
+  slot's whole ``_extra_state``): esper-lite 2016337e's keys, ``None`` for
+  telemetry that was never measured, so checkpoints move both ways.
+
+Field lists are never written out by hand: encoders and decoders walk
+``dataclasses.fields`` and the type hints. A field's esper-lite key is its
+own name unless its metadata says otherwise (``metadata={"esper_lite":
+"_blending_started"}``; an empty name means esper-lite does not persist the
+field). Decoding checks every value and raises
+:class:`~esper_func.errors.CheckpointError` naming the field by its dotted
+path (e.g. ``metrics.epochs_total``): a missing or unknown field, a wrong
+type, NaN, a negative count, an alpha outside ``[0, 1]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from esper_func.errors import CheckpointError
-from esper_func.lifecycle.alpha import DEFAULT_STEEPNESS, AlphaAlgorithm, AlphaController, AlphaCurve, AlphaMode
+from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController, AlphaMode
 from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage
-from esper_func.lifecycle.state import BLEND_ALGORITHMS, STAGE_HISTORY_MAXLEN, SeedMetrics, SeedState
+from esper_func.lifecycle.state import (
+    BLEND_ALGORITHMS,
+    STAGE_HISTORY_MAXLEN,
+    SeedMetrics,
+    SeedState,
+    SeedTelemetry,
+    has_gate,
+)
 
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
-    "state_to_dict",
-    "state_from_dict",
-    "seed_state_from_esper_lite",
-    "seed_state_to_esper_lite",
-    "epoch_timestamp",
+    "EXTRA_STATE_VERSION",
     "ESPER_LITE_METRICS_SCHEMA_VERSION",
     "ESPER_LITE_TELEMETRY_SCHEMA_VERSION",
+    "epoch_timestamp",
+    "seed_state_from_esper_lite",
+    "seed_state_to_esper_lite",
+    "slot_extra_state",
+    "state_from_dict",
+    "state_from_slot_extra_state",
+    "state_to_dict",
 ]
 
 SCHEMA: Final[str] = "esper_func.SeedState"
-SCHEMA_VERSION: Final[int] = 1
+#: Version 2: alpha lives in the controller, gradient telemetry may be unmeasured (None).
+SCHEMA_VERSION: Final[int] = 2
 
-# --------------------------------------------------------------------------- field codecs
-# A codec is (encode, decode); decode(value, path) raises CheckpointError.
+#: ``SeedSlot._EXTRA_STATE_VERSION`` of esper-lite 2016337e.
+EXTRA_STATE_VERSION: Final[int] = 1
+#: ``SeedMetrics._SCHEMA_VERSION`` of esper-lite 2016337e.
+ESPER_LITE_METRICS_SCHEMA_VERSION: Final[int] = 2
+#: ``STAGE_SCHEMA_VERSION`` that esper-lite stamps on ``SeedTelemetry.to_dict()``.
+ESPER_LITE_TELEMETRY_SCHEMA_VERSION: Final[int] = 1
 
-Codec = tuple[Callable[[Any], Any], Callable[[Any, str], Any]]
+D = TypeVar("D")
+
+# Fields whose values must lie within bounds beyond "a count is >= 0, a float is finite".
+_BOUNDS: Final[dict[str, tuple[float | None, float | None]]] = {
+    "AlphaController.alpha": (0.0, 1.0),
+    "AlphaController.alpha_start": (0.0, 1.0),
+    "AlphaController.alpha_target": (0.0, 1.0),
+    "AlphaController.alpha_steepness": (0.1, None),
+    "SeedTelemetry.gradient_health": (0.0, 1.0),
+    "SeedTelemetry.gradient_norm": (0.0, None),
+    "SeedMetrics.gradient_norm_avg": (0.0, None),
+    "SeedMetrics.seed_gradient_norm_ratio": (0.0, None),
+    "SeedState.blend_alpha_target": (0.0, 1.0),
+}
+# Float fields that may be infinite (an exploding gradient measures as inf).
+_NON_FINITE_OK: Final[frozenset[str]] = frozenset({"SeedTelemetry.gradient_norm"})
 
 
 def _fail(path: str, expected: str, value: Any) -> CheckpointError:
-    return CheckpointError(f"seed state field {path!r}: expected {expected}, got {type(value).__name__} {value!r}")
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return CheckpointError(f"seed state field {path!r}: expected {expected}, got {type(value).__name__} {text}")
 
 
-def _dec_str(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(path, "a string", value)
-    return value
+# --------------------------------------------------------------------------- values
 
 
-def _dec_int(value: Any, path: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _fail(path, "an integer", value)
-    return value
-
-
-def _dec_float(value: Any, path: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise _fail(path, "a number", value)
-    return float(value)
-
-
-def _dec_bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, "true or false", value)
-    return value
-
-
-def _optional(decode: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    def dec(value: Any, path: str) -> Any:
-        return None if value is None else decode(value, path)
-
-    return dec
-
-
-def _enum(cls: type[IntEnum]) -> Codec:
-    def dec(value: Any, path: str) -> IntEnum:
-        number = _dec_int(value, path)
+def _decode_value(hint: Any, value: Any, path: str, qualname: str) -> Any:
+    """Decode one JSON value against the type hint ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        (inner,) = options
+        return _decode_value(inner, value, path, qualname)
+    if origin is tuple:  # the stage history: tuple[tuple[SeedStage, int], ...]
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, "a list of [stage, epoch] pairs", value)
+        if len(value) > STAGE_HISTORY_MAXLEN:
+            raise CheckpointError(f"seed state field {path!r}: {len(value)} entries, at most {STAGE_HISTORY_MAXLEN}")
+        entries = []
+        for i, item in enumerate(value):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise _fail(f"{path}[{i}]", "a [stage, epoch] pair", item)
+            stage = _decode_value(SeedStage, item[0], f"{path}[{i}][0]", qualname)
+            epoch = _decode_value(int, item[1], f"{path}[{i}][1]", "history.epoch")
+            entries.append((stage, epoch))
+        return tuple(entries)
+    if isinstance(hint, type) and issubclass(hint, IntEnum):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(path, f"an integer {hint.__name__}", value)
         try:
-            return cls(number)
+            return hint(value)
         except ValueError:
             raise CheckpointError(
-                f"seed state field {path!r}: {number} is not a {cls.__name__}; "
-                f"expected one of {[int(m) for m in cls]}"
+                f"seed state field {path!r}: {value} is not a {hint.__name__}; "
+                f"expected one of {[int(m) for m in hint]}"
             ) from None
-
-    return int, dec
-
-
-def _choice(options: tuple[str, ...]) -> Codec:
-    def dec(value: Any, path: str) -> str:
-        text = _dec_str(value, path)
-        if text not in options:
-            raise CheckpointError(f"seed state field {path!r}: {text!r} is not one of {list(options)}")
-        return text
-
-    return str, dec
-
-
-def _history_dec(value: Any, path: str) -> tuple[tuple[SeedStage, int], ...]:
-    if not isinstance(value, list):
-        raise _fail(path, "a list of [stage, epoch] pairs", value)
-    if len(value) > STAGE_HISTORY_MAXLEN:
-        raise CheckpointError(f"seed state field {path!r}: {len(value)} entries, at most {STAGE_HISTORY_MAXLEN}")
-    entries = []
-    for i, item in enumerate(value):
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise _fail(f"{path}[{i}]", "a [stage, epoch] pair", item)
-        stage = _enum(SeedStage)[1](item[0], f"{path}[{i}][0]")
-        entries.append((stage, _dec_int(item[1], f"{path}[{i}][1]")))
-    return tuple(entries)
-
-
-def _history_enc(history: tuple[tuple[SeedStage, int], ...]) -> list[list[int]]:
-    return [[int(stage), int(epoch)] for stage, epoch in history]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _decode_dataclass(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(path, "true or false", value)
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(path, "a string", value)
+        return value
+    low, high = _BOUNDS.get(qualname, (None, None))
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(path, "an integer", value)
+        if value < 0 and qualname != "history.epoch":
+            raise _fail(path, "a count >= 0", value)
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+            raise _fail(path, "a number", value)
+        if math.isinf(value) and qualname not in _NON_FINITE_OK:
+            raise _fail(path, "a finite number", value)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise _fail(path, f"a number within [{low}, {high if high is not None else 'inf'}]", value)
+        return float(value)
+    raise TypeError(f"no decoder for {hint!r} ({path})")  # pragma: no cover - a new field type
 
 
-def _ident(value: Any) -> Any:
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, IntEnum):
+        return int(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_encode_value(v) for v in value]
     return value
 
 
-def _raw(value: Any, path: str) -> Any:
-    return value
-
-
-STR: Final[Codec] = (_ident, _dec_str)
-INT: Final[Codec] = (_ident, _dec_int)
-FLOAT: Final[Codec] = (_ident, _dec_float)
-BOOL: Final[Codec] = (_ident, _dec_bool)
-OPT_FLOAT: Final[Codec] = (_ident, _optional(_dec_float))
-OPT_STR: Final[Codec] = (_ident, _optional(_dec_str))
-
-_CONTROLLER_FIELDS: Final[dict[str, Codec]] = {
-    "alpha": FLOAT,
-    "alpha_start": FLOAT,
-    "alpha_target": FLOAT,
-    "alpha_mode": _enum(AlphaMode),
-    "alpha_curve": _enum(AlphaCurve),
-    "alpha_steepness": FLOAT,
-    "alpha_steps_total": INT,
-    "alpha_steps_done": INT,
-}
-
-_METRICS_FIELDS: Final[dict[str, Codec]] = {
-    "epochs_total": INT,
-    "epochs_in_current_stage": INT,
-    "initial_val_accuracy": FLOAT,
-    "current_val_accuracy": FLOAT,
-    "best_val_accuracy": FLOAT,
-    "accuracy_at_stage_start": FLOAT,
-    "accuracy_at_blending_start": FLOAT,
-    "blending_started": BOOL,
-    "gradient_norm_avg": FLOAT,
-    "seed_gradient_norm_ratio": OPT_FLOAT,
-    "host_param_count": INT,
-    "seed_param_count": INT,
-    "current_alpha": FLOAT,
-    "alpha_ramp_step": INT,
-    "counterfactual_contribution": OPT_FLOAT,
-    "prev_contribution": OPT_FLOAT,
-    "contribution_velocity": FLOAT,
-    "auto_pruned": BOOL,
-    "auto_prune_reason": STR,
-    "interaction_sum": FLOAT,
-    "boost_received": FLOAT,
-    "upstream_alpha_sum": FLOAT,
-    "downstream_alpha_sum": FLOAT,
-}
-
-_STATE_FIELDS: Final[dict[str, Codec]] = {
-    "slot_id": STR,
-    "seed_id": STR,
-    "blueprint_id": STR,
-    "stage": _enum(SeedStage),
-    "previous_stage": _enum(SeedStage),
-    "previous_epochs_in_stage": INT,
-    "stage_entered_epoch": INT,
-    "stage_history": (_history_enc, _history_dec),
-    "alpha": FLOAT,
-    "alpha_algorithm": _enum(AlphaAlgorithm),
-    "blend_algorithm_id": _choice(BLEND_ALGORITHMS),
-    "blend_tempo_epochs": INT,
-    "blend_alpha_target": FLOAT,
-    "topology": _choice(TOPOLOGIES),
-    "isolate_gradients": BOOL,
-    "is_healthy": BOOL,
-    "is_paused": BOOL,
-    "pending_prune_reason": OPT_STR,
-    "pending_prune_initiator": OPT_STR,
-    "gradient_health": FLOAT,
-    "has_exploding": BOOL,
-    "has_vanishing": BOOL,
-}
-
-
-def _encode(obj: Any, fields: Mapping[str, Codec]) -> dict[str, Any]:
-    return {name: encode(getattr(obj, name)) for name, (encode, _) in fields.items()}
-
-
-def _decode_fields(
-    data: Any, fields: Mapping[str, Codec], path: str, *, extra: frozenset[str] = frozenset()
-) -> dict[str, Any]:
+def _decode_dataclass(cls: type[D], data: Any, path: str, *, skip: frozenset[str] = frozenset()) -> D:
+    """``cls(**fields)`` from ``data``, which must hold exactly ``cls``'s fields (minus ``skip``)."""
     if not isinstance(data, Mapping):
-        raise _fail(path or "<root>", "an object (dict)", data)
-    prefix = f"{path}." if path else ""
-    unknown = sorted(set(data) - set(fields) - extra)
-    if unknown:
+        raise _fail(path or cls.__name__, "an object (dict)", data)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in skip]  # type: ignore[arg-type]
+    names = {f.name for f in fields}
+    unknown = sorted(set(data) - names)
+    missing = sorted(names - set(data))
+    where = f"{path}." if path else ""
+    if missing or unknown:
         raise CheckpointError(
-            f"seed state {path or 'dict'} has unknown field(s) {unknown}; known fields are {sorted(fields)}"
+            f"seed state {path or cls.__name__!r}: missing field(s) {[where + m for m in missing]}, "
+            f"unknown field(s) {[where + u for u in unknown]}; expected exactly {sorted(names)}"
         )
-    out = {}
-    for name, (_, decode) in fields.items():
-        if name not in data:
-            raise CheckpointError(f"seed state field {prefix + name!r} is missing")
-        out[name] = decode(data[name], prefix + name)
-    return out
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        f.name: _decode_value(hints[f.name], data[f.name], f"{where}{f.name}", f"{cls.__name__}.{f.name}")
+        for f in fields
+    }
+    return cls(**kwargs)
 
 
-# --------------------------------------------------------------------------- own format
+# --------------------------------------------------------------------------- esper_func JSON
 
 
 def state_to_dict(state: SeedState) -> dict[str, Any]:
-    """A JSON-compatible dict of every field of ``state`` (see the module docstring)."""
-    out: dict[str, Any] = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION}
-    out.update(_encode(state, _STATE_FIELDS))
-    out["metrics"] = _encode(state.metrics, _METRICS_FIELDS)
-    out["alpha_controller"] = _encode(state.alpha_controller, _CONTROLLER_FIELDS)
-    return out
+    """``state`` as a JSON-compatible dict (see the module docstring)."""
+    if not isinstance(state, SeedState):
+        raise CheckpointError(f"state_to_dict() takes a SeedState; got {type(state).__name__}")
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **_encode_value(state)}
+
+
+def _check_consistent(state: SeedState, path: str) -> SeedState:
+    ctrl = state.alpha_controller
+    if ctrl.alpha_steps_done > ctrl.alpha_steps_total:
+        raise CheckpointError(
+            f"seed state {path}alpha_controller: alpha_steps_done={ctrl.alpha_steps_done} exceeds "
+            f"alpha_steps_total={ctrl.alpha_steps_total}"
+        )
+    if state.blend_algorithm_id not in BLEND_ALGORITHMS:
+        raise CheckpointError(
+            f"seed state field {path}blend_algorithm_id: {state.blend_algorithm_id!r} is not one of {list(BLEND_ALGORITHMS)}"
+        )
+    if state.topology not in TOPOLOGIES:
+        raise CheckpointError(f"seed state field {path}topology: {state.topology!r} is not one of {list(TOPOLOGIES)}")
+    return state
+
+
+def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 dict (alpha stored three times, telemetry never unmeasured) as version 2."""
+    body = dict(data)
+    try:
+        alpha = body.pop("alpha")
+        for name in ("stage_entered_epoch", "isolate_gradients"):
+            body.pop(name)
+        telemetry = {
+            "gradient_norm": None,
+            "gradient_health": body.pop("gradient_health"),
+            "has_vanishing": body.pop("has_vanishing"),
+            "has_exploding": body.pop("has_exploding"),
+            "epoch": 0,
+            "max_epochs": 25,
+        }
+        metrics = dict(body["metrics"])
+        metrics.pop("current_alpha")
+        controller = dict(body["alpha_controller"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"version-1 seed state is incomplete: missing {exc}") from None
+    controller["alpha"] = alpha
+    body.update(metrics=metrics, alpha_controller=controller, telemetry=telemetry)
+    body.setdefault("blend_out_frozen", controller.get("alpha_mode") == int(AlphaMode.DOWN))
+    body.setdefault("gate_total_steps", 0)
+    return body
 
 
 def state_from_dict(data: Mapping[str, Any]) -> SeedState:
-    """Rebuild a ``SeedState`` written by :func:`state_to_dict`.
+    """The :class:`SeedState` written by :func:`state_to_dict` (version 2, or version 1 migrated).
 
     Raises:
-        CheckpointError: not a dict; wrong ``schema``; unknown
-            ``schema_version``; a field missing, unknown or of the wrong type
-            (the message names it).
+        CheckpointError: not a seed-state dict, an unknown version, or a
+            missing, unknown or invalid field (named in the message).
     """
     if not isinstance(data, Mapping):
         raise CheckpointError(f"a seed state must be a dict; got {type(data).__name__}")
     if data.get("schema") != SCHEMA:
-        raise CheckpointError(f"not a seed state: field 'schema' is {data.get('schema')!r}, expected {SCHEMA!r}")
-    if "schema_version" not in data:
-        raise CheckpointError("seed state field 'schema_version' is missing")
-    version = data["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise CheckpointError(
-            f"seed state schema_version {version!r} is not supported; this esper_func reads version {SCHEMA_VERSION}"
-        )
-    nested = frozenset({"schema", "schema_version", "metrics", "alpha_controller"})
-    kwargs = _decode_fields(data, _STATE_FIELDS, "", extra=nested)
-    for name in ("metrics", "alpha_controller"):
-        if name not in data:
-            raise CheckpointError(f"seed state field {name!r} is missing")
-    kwargs["metrics"] = SeedMetrics(**_decode_fields(data["metrics"], _METRICS_FIELDS, "metrics"))
-    ctrl = _decode_fields(data["alpha_controller"], _CONTROLLER_FIELDS, "alpha_controller")
-    kwargs["alpha_controller"] = AlphaController(**ctrl)
-    return SeedState(**kwargs)
+        raise CheckpointError(f"not a seed state: 'schema' is {data.get('schema')!r}, expected {SCHEMA!r}")
+    version = data.get("schema_version")
+    body = {k: v for k, v in data.items() if k not in ("schema", "schema_version")}
+    if version == 1:
+        body = _migrate_v1(body)
+    elif version != SCHEMA_VERSION:
+        raise CheckpointError(f"seed state schema_version {version!r} is not supported; this esper_func reads 1 and 2")
+    return _check_consistent(_decode_dataclass(SeedState, body, ""), "")
 
 
-# --------------------------------------------------------------------------- esper-lite
-
-
-def _get(data: Mapping[str, Any], key: str, path: str, decode: Callable[[Any, str], Any]) -> Any:
-    if not isinstance(data, Mapping):
-        raise _fail(path.rpartition(".")[0] or "<root>", "an object (dict)", data)
-    if key not in data:
-        raise CheckpointError(f"esper-lite seed state field {path!r} is missing")
-    return decode(data[key], path)
-
-
-_EL_METRICS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
-    # our name: (esper-lite key, decoder)
-    "epochs_total": ("epochs_total", _dec_int),
-    "epochs_in_current_stage": ("epochs_in_current_stage", _dec_int),
-    "initial_val_accuracy": ("initial_val_accuracy", _dec_float),
-    "current_val_accuracy": ("current_val_accuracy", _dec_float),
-    "best_val_accuracy": ("best_val_accuracy", _dec_float),
-    "accuracy_at_stage_start": ("accuracy_at_stage_start", _dec_float),
-    "accuracy_at_blending_start": ("accuracy_at_blending_start", _dec_float),
-    "blending_started": ("_blending_started", _dec_bool),
-    "gradient_norm_avg": ("gradient_norm_avg", _dec_float),
-    "seed_gradient_norm_ratio": ("seed_gradient_norm_ratio", _optional(_dec_float)),
-    "host_param_count": ("host_param_count", _dec_int),
-    "seed_param_count": ("seed_param_count", _dec_int),
-    "current_alpha": ("current_alpha", _dec_float),
-    "alpha_ramp_step": ("alpha_ramp_step", _dec_int),
-    "interaction_sum": ("interaction_sum", _dec_float),
-    "boost_received": ("boost_received", _dec_float),
-    "upstream_alpha_sum": ("upstream_alpha_sum", _dec_float),
-    "downstream_alpha_sum": ("downstream_alpha_sum", _dec_float),
-}
-_EL_METRICS_VERSION: Final[int] = 2
-
-
-def _esper_lite_metrics(data: Any) -> SeedMetrics:
-    version = _get(data, "_schema_version", "metrics._schema_version", _dec_int)
-    if version != _EL_METRICS_VERSION:
-        raise CheckpointError(
-            f"esper-lite SeedMetrics schema version {version} is not supported; expected {_EL_METRICS_VERSION}"
-        )
-    kwargs = {ours: _get(data, key, f"metrics.{key}", dec) for ours, (key, dec) in _EL_METRICS.items()}
-    # Optional in esper-lite (absent in early-lifecycle checkpoints).
-    kwargs["counterfactual_contribution"] = _optional(_dec_float)(
-        data.get("counterfactual_contribution"), "metrics.counterfactual_contribution"
-    )
-    kwargs["prev_contribution"] = _optional(_dec_float)(data.get("_prev_contribution"), "metrics._prev_contribution")
-    kwargs["contribution_velocity"] = _dec_float(
-        data.get("contribution_velocity", 0.0), "metrics.contribution_velocity"
-    )
-    return SeedMetrics(**kwargs)
-
-
-def _esper_lite_controller(data: Any, alpha: float) -> AlphaController:
-    path = "alpha_controller"
-    steepness = DEFAULT_STEEPNESS
-    if isinstance(data, Mapping) and "alpha_steepness" in data:  # absent before esper-lite added it
-        steepness = _dec_float(data["alpha_steepness"], f"{path}.alpha_steepness")
-    return AlphaController(
-        alpha=alpha,  # the state's scalar alpha is authoritative, as in esper-lite
-        alpha_start=_get(data, "alpha_start", f"{path}.alpha_start", _dec_float),
-        alpha_target=_get(data, "alpha_target", f"{path}.alpha_target", _dec_float),
-        alpha_mode=_get(data, "alpha_mode", f"{path}.alpha_mode", _enum(AlphaMode)[1]),
-        alpha_curve=_get(data, "alpha_curve", f"{path}.alpha_curve", _enum(AlphaCurve)[1]),
-        alpha_steepness=steepness,
-        alpha_steps_total=_get(data, "alpha_steps_total", f"{path}.alpha_steps_total", _dec_int),
-        alpha_steps_done=_get(data, "alpha_steps_done", f"{path}.alpha_steps_done", _dec_int),
-    )
-
-
-def _default_isolation(stage: SeedStage, topology: str) -> bool:
-    if stage == SeedStage.TRAINING:
-        return True
-    if stage in (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED):
-        return topology == "cnn"
-    return False
-
-
-def seed_state_from_esper_lite(data: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None) -> SeedState:
-    """Convert esper-lite's ``SeedState.to_dict()`` into a :class:`SeedState`.
-
-    ``extra`` is the slot's ``_extra_state`` (keys ``isolate_gradients``,
-    ``blend_algorithm_id``, ``blend_tempo_epochs``, ``blend_alpha_target``,
-    ``resolved_topology``; others are ignored); a missing ``extra`` or a
-    ``None`` value falls back to what esper-lite would use: blend ``"gated"``
-    for GATE else ``"sigmoid"``, the state's tempo, target 1, topology
-    ``"cnn"``, isolation from the stage and topology.
-
-    Wall-clock timestamps become epoch counters: ``stage_entered_epoch`` is
-    ``epochs_total - epochs_in_current_stage``; history entries before the
-    last get epoch ``-1`` (unknown). Gradient telemetry comes from the
-    ``telemetry`` sub-dict when present.
-
-    Raises:
-        CheckpointError: a required field is missing or of the wrong type.
-    """
-    if not isinstance(data, Mapping):
-        raise CheckpointError(f"an esper-lite seed state must be a dict; got {type(data).__name__}")
-    if extra is not None and not isinstance(extra, Mapping):
-        raise CheckpointError(f"extra must be the slot's _extra_state dict or None; got {type(extra).__name__}")
-    extra = extra or {}
-    stage_dec = _enum(SeedStage)[1]
-    stage = _get(data, "stage", "stage", stage_dec)
-    previous = _get(data, "previous_stage", "previous_stage", _raw)
-    previous_stage = SeedStage.UNKNOWN if previous is None else stage_dec(previous, "previous_stage")
-    alpha = _get(data, "alpha", "alpha", _dec_float)
-    algorithm = _get(data, "alpha_algorithm", "alpha_algorithm", _enum(AlphaAlgorithm)[1])
-
-    metrics_data = data.get("metrics")
-    metrics = SeedMetrics() if not metrics_data else _esper_lite_metrics(metrics_data)
-    controller = _esper_lite_controller(_get(data, "alpha_controller", "alpha_controller", _raw), alpha)
-
-    raw_history = _get(data, "stage_history", "stage_history", _raw)
-    if not isinstance(raw_history, (list, tuple)):
-        raise _fail("stage_history", "a list of [stage, timestamp] pairs", raw_history)
-    entered = metrics.epochs_total - metrics.epochs_in_current_stage
-    history = []
-    for i, item in enumerate(raw_history[-STAGE_HISTORY_MAXLEN:]):
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise _fail(f"stage_history[{i}]", "a [stage, timestamp] pair", item)
-        history.append([stage_dec(item[0], f"stage_history[{i}][0]"), -1])
-    if history:
-        history[-1][1] = entered
-
-    telemetry = data.get("telemetry") or {}
-    if not isinstance(telemetry, Mapping):
-        raise _fail("telemetry", "an object (dict) or null", telemetry)
-
-    def from_extra(key: str, decode: Callable[[Any, str], Any], default: Any) -> Any:
-        value = extra.get(key)
-        return default if value is None else decode(value, f"extra.{key}")
-
-    topology = from_extra("resolved_topology", _choice(TOPOLOGIES)[1], "cnn")
-    tempo = _get(data, "blend_tempo_epochs", "blend_tempo_epochs", _dec_int)
-    return SeedState(
-        slot_id=_get(data, "slot_id", "slot_id", _dec_str),
-        seed_id=_get(data, "seed_id", "seed_id", _dec_str),
-        blueprint_id=_get(data, "blueprint_id", "blueprint_id", _dec_str),
-        stage=stage,
-        previous_stage=previous_stage,
-        previous_epochs_in_stage=_get(data, "previous_epochs_in_stage", "previous_epochs_in_stage", _dec_int),
-        stage_entered_epoch=entered,
-        stage_history=tuple((s, e) for s, e in history),
-        alpha=controller.alpha,
-        metrics=metrics,
-        alpha_controller=controller,
-        alpha_algorithm=algorithm,
-        blend_algorithm_id=from_extra(
-            "blend_algorithm_id",
-            _choice(BLEND_ALGORITHMS)[1],
-            "gated" if algorithm == AlphaAlgorithm.GATE else "sigmoid",
-        ),
-        blend_tempo_epochs=from_extra("blend_tempo_epochs", _dec_int, tempo),
-        blend_alpha_target=from_extra("blend_alpha_target", _dec_float, 1.0),
-        topology=topology,
-        isolate_gradients=from_extra("isolate_gradients", _dec_bool, _default_isolation(stage, topology)),
-        is_healthy=_get(data, "is_healthy", "is_healthy", _dec_bool),
-        is_paused=_get(data, "is_paused", "is_paused", _dec_bool),
-        gradient_health=_dec_float(telemetry.get("gradient_health", 1.0), "telemetry.gradient_health"),
-        has_exploding=_dec_bool(telemetry.get("has_exploding", False), "telemetry.has_exploding"),
-        has_vanishing=_dec_bool(telemetry.get("has_vanishing", False), "telemetry.has_vanishing"),
-    )
-
-
-# --------------------------------------------------------------------------- esper-lite writer
-
-#: ``SeedMetrics._SCHEMA_VERSION`` of the esper-lite layout written and read here.
-ESPER_LITE_METRICS_SCHEMA_VERSION: Final[int] = _EL_METRICS_VERSION
-#: ``STAGE_SCHEMA_VERSION`` that esper-lite stamps on ``SeedTelemetry.to_dict()``.
-ESPER_LITE_TELEMETRY_SCHEMA_VERSION: Final[int] = 1
-#: esper-lite's ``SeedTelemetry.max_epochs`` default (telemetry context only).
-_EL_TELEMETRY_MAX_EPOCHS: Final[int] = 25
+# --------------------------------------------------------------------------- esper-lite layout
 
 _UNIX_EPOCH: Final[datetime] = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -448,56 +274,52 @@ def epoch_timestamp(epoch: int) -> str:
     """The synthetic ISO-8601 timestamp that stands for epoch counter ``epoch``.
 
     esper-lite stores wall-clock datetimes; esper_func counts epochs and never
-    reads a clock. The writer encodes epoch ``n`` as ``n`` seconds after
+    reads a clock. Epoch ``n`` is written as ``n`` seconds after
     1970-01-01T00:00:00 UTC, so the output is deterministic and still parses
     with ``datetime.fromisoformat``.
     """
     return (_UNIX_EPOCH + timedelta(seconds=int(epoch))).isoformat()
 
 
-def _el_metrics_dict(m: SeedMetrics) -> dict[str, Any]:
-    return {
-        "_schema_version": _EL_METRICS_VERSION,
-        "epochs_total": m.epochs_total,
-        "epochs_in_current_stage": m.epochs_in_current_stage,
-        "initial_val_accuracy": m.initial_val_accuracy,
-        "current_val_accuracy": m.current_val_accuracy,
-        "best_val_accuracy": m.best_val_accuracy,
-        "accuracy_at_stage_start": m.accuracy_at_stage_start,
-        "accuracy_at_blending_start": m.accuracy_at_blending_start,
-        "gradient_norm_avg": m.gradient_norm_avg,
-        "current_alpha": m.current_alpha,
-        "alpha_ramp_step": m.alpha_ramp_step,
-        "counterfactual_contribution": m.counterfactual_contribution,
-        "_prev_contribution": m.prev_contribution,
-        "contribution_velocity": m.contribution_velocity,
-        "_blending_started": m.blending_started,
-        "seed_gradient_norm_ratio": m.seed_gradient_norm_ratio,
-        "host_param_count": m.host_param_count,
-        "seed_param_count": m.seed_param_count,
-        "interaction_sum": m.interaction_sum,
-        "boost_received": m.boost_received,
-        "upstream_alpha_sum": m.upstream_alpha_sum,
-        "downstream_alpha_sum": m.downstream_alpha_sum,
-    }
+def _esper_lite_key(field: dataclasses.Field[Any]) -> str:
+    key = field.metadata.get("esper_lite", field.name)
+    return str(key)
 
 
-def _el_controller_dict(c: AlphaController, alpha: float) -> dict[str, Any]:
-    return {
-        "alpha": alpha,  # esper-lite keeps the controller in sync with the scalar alpha
-        "alpha_start": c.alpha_start,
-        "alpha_target": c.alpha_target,
-        "alpha_mode": int(c.alpha_mode),
-        "alpha_curve": int(c.alpha_curve),
-        "alpha_steepness": c.alpha_steepness,
-        "alpha_steps_total": c.alpha_steps_total,
-        "alpha_steps_done": c.alpha_steps_done,
-    }
+def _to_esper_lite_fields(obj: Any) -> dict[str, Any]:
+    """The fields esper-lite persists, under esper-lite's keys."""
+    out = {}
+    for field in dataclasses.fields(obj):
+        key = _esper_lite_key(field)
+        if key:
+            out[key] = _encode_value(getattr(obj, field.name))
+    return out
 
 
-def _el_telemetry_dict(state: SeedState) -> dict[str, Any]:
-    # The values esper-lite's SeedState.sync_telemetry() derives from the state.
-    m, c = state.metrics, state.alpha_controller
+def _from_esper_lite_fields(
+    cls: type[D], data: Any, path: str, *, optional: Mapping[str, Any] = types.MappingProxyType({})
+) -> dict[str, Any]:
+    """Keyword arguments of ``cls`` read from esper-lite keys (``optional`` keys may be absent)."""
+    if not isinstance(data, Mapping):
+        raise _fail(path, "an object (dict)", data)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = _esper_lite_key(field)
+        if not key:
+            continue
+        if key not in data:
+            if key in optional:
+                kwargs[field.name] = optional[key]
+                continue
+            raise CheckpointError(f"esper-lite seed state has no {path}.{key!r} (required by esper-lite 2016337e)")
+        kwargs[field.name] = _decode_value(hints[field.name], data[key], f"{path}.{key}", f"{cls.__name__}.{field.name}")
+    return kwargs
+
+
+def _telemetry_dict(state: SeedState) -> dict[str, Any]:
+    """esper-lite's ``SeedTelemetry.to_dict()``: the stored gradient fields plus what it derives from the state."""
+    m, c, t = state.metrics, state.alpha_controller, state.telemetry
     moving = c.alpha_mode != AlphaMode.HOLD and c.alpha_steps_total != 0
     if state.stage in (SeedStage.TRAINING, SeedStage.GERMINATED, SeedStage.DORMANT):
         accuracy_delta = 0.0
@@ -512,10 +334,10 @@ def _el_telemetry_dict(state: SeedState) -> dict[str, Any]:
         "seed_id": state.seed_id,
         "blueprint_id": state.blueprint_id,
         "layer_id": "",
-        "gradient_norm": m.gradient_norm_avg,
-        "gradient_health": state.gradient_health,
-        "has_vanishing": state.has_vanishing,
-        "has_exploding": state.has_exploding,
+        "gradient_norm": t.gradient_norm,
+        "gradient_health": t.gradient_health,
+        "has_vanishing": t.has_vanishing,
+        "has_exploding": t.has_exploding,
         "accuracy": m.current_val_accuracy,
         "accuracy_delta": accuracy_delta,
         "epochs_in_stage": m.epochs_in_current_stage,
@@ -528,44 +350,44 @@ def _el_telemetry_dict(state: SeedState) -> dict[str, Any]:
         "time_to_target": max(c.alpha_steps_total - c.alpha_steps_done, 0),
         "alpha_velocity": (c.alpha_target - c.alpha_start) / c.alpha_steps_total if moving else 0.0,
         "alpha_algorithm": int(state.alpha_algorithm),
-        "epoch": m.epochs_total,
-        "max_epochs": _EL_TELEMETRY_MAX_EPOCHS,
+        "epoch": t.epoch,
+        "max_epochs": t.max_epochs,
         "captured_at": epoch_timestamp(m.epochs_total),
         "blend_tempo_epochs": state.blend_tempo_epochs,
         "blending_velocity": blending_velocity,
+        "alpha_curve": "LINEAR",
     }
 
 
 def seed_state_to_esper_lite(state: SeedState) -> dict[str, Any]:
-    """``state`` in esper-lite's ``SeedState.to_dict()`` layout (JSON-compatible).
+    """``state`` in esper-lite's ``SeedState.to_dict()`` layout.
 
-    The result has esper-lite's keys: identity, ``stage`` / ``previous_stage``
-    as integers, ``stage_entered_at`` and ``stage_history`` with ISO
-    timestamps, ``alpha``, ``metrics`` (``SeedMetrics.to_dict()``, schema
-    version 2), ``telemetry`` (``SeedTelemetry.to_dict()``), ``alpha_controller``
-    (``AlphaController.to_dict()``, including ``alpha_steepness``),
-    ``alpha_algorithm``, ``blend_tempo_epochs``, ``is_healthy``, ``is_paused``
-    and ``previous_epochs_in_stage``.
+    Keys as esper-lite 2016337e writes them: identity, ``stage`` /
+    ``previous_stage`` as integers, ``stage_entered_at`` and ``stage_history``
+    with timestamps, ``alpha``, ``metrics`` (``SeedMetrics.to_dict()``, schema
+    version 2, ``current_alpha`` being the alpha), ``telemetry``
+    (``SeedTelemetry.to_dict()``, ``None`` where unmeasured, with the fields
+    esper-lite derives from the state), ``alpha_controller`` (all eight
+    fields), ``alpha_algorithm``, ``blend_tempo_epochs``, ``is_healthy``,
+    ``is_paused``, ``previous_epochs_in_stage``.
 
     What the layout cannot carry (so :func:`seed_state_from_esper_lite` of the
-    result differs from ``state`` there):
-
-    - time: timestamps are synthetic (:func:`epoch_timestamp`); the reader
-      recomputes ``stage_entered_epoch`` as ``epochs_total -
-      epochs_in_current_stage`` and gives history entries before the last
-      epoch ``-1``;
-    - ``pending_prune_reason`` / ``pending_prune_initiator`` (esper-lite keeps
-      them on the slot object, outside the checkpoint): read back as ``None``;
-    - ``metrics.auto_pruned`` / ``metrics.auto_prune_reason`` (not in
-      esper-lite's ``SeedMetrics.to_dict()``): read back as ``False`` / ``""``;
-    - blend settings, topology and the isolation flag live in the slot's
-      ``_extra_state`` next to this dict, not in it (pass that as ``extra``
-      when reading).
-
-    Pure: ``state`` is a frozen value and is only read.
+    result differs from ``state`` there): epoch counters of timestamps
+    (synthetic, :func:`epoch_timestamp`; history entries before the last read
+    back as epoch ``-1``), ``metrics.auto_pruned``/``auto_prune_reason`` (not
+    persisted by esper-lite), the pending prune reason and initiator and the
+    blend-out freeze (kept on esper-lite's slot object, not in a checkpoint;
+    esper-lite re-derives the freeze from the controller on load), and the
+    blend settings and topology, which live in the slot's ``_extra_state``
+    (:func:`slot_extra_state`).
     """
     if not isinstance(state, SeedState):
-        raise TypeError(f"seed_state_to_esper_lite takes a SeedState; got {type(state).__name__}")
+        raise CheckpointError(f"seed_state_to_esper_lite() takes a SeedState; got {type(state).__name__}")
+    metrics: dict[str, Any] = {"_schema_version": ESPER_LITE_METRICS_SCHEMA_VERSION}
+    for key, value in _to_esper_lite_fields(state.metrics).items():
+        if key == "alpha_ramp_step":
+            metrics["current_alpha"] = state.alpha  # esper-lite's key order
+        metrics[key] = value
     return {
         "seed_id": state.seed_id,
         "blueprint_id": state.blueprint_id,
@@ -575,12 +397,249 @@ def seed_state_to_esper_lite(state: SeedState) -> dict[str, Any]:
         "stage_entered_at": epoch_timestamp(state.stage_entered_epoch),
         "alpha": state.alpha,
         "stage_history": [[int(stage), epoch_timestamp(epoch)] for stage, epoch in state.stage_history],
-        "metrics": _el_metrics_dict(state.metrics),
-        "telemetry": _el_telemetry_dict(state),
-        "alpha_controller": _el_controller_dict(state.alpha_controller, state.alpha),
+        "metrics": metrics,
+        "telemetry": _telemetry_dict(state),
+        "alpha_controller": _to_esper_lite_fields(state.alpha_controller),
         "alpha_algorithm": int(state.alpha_algorithm),
         "blend_tempo_epochs": state.blend_tempo_epochs,
         "is_healthy": state.is_healthy,
         "is_paused": state.is_paused,
         "previous_epochs_in_stage": state.previous_epochs_in_stage,
     }
+
+
+def _get(data: Mapping[str, Any], key: str, path: str | None = None) -> Any:
+    if key not in data:
+        raise CheckpointError(f"esper-lite seed state has no {path or key!r} (required by esper-lite 2016337e)")
+    return data[key]
+
+
+def _esper_lite_metrics(data: Any) -> SeedMetrics:
+    if not isinstance(data, Mapping):
+        raise _fail("metrics", "an object (dict)", data)
+    version = _get(data, "_schema_version", "metrics._schema_version")
+    if version != ESPER_LITE_METRICS_SCHEMA_VERSION:
+        raise CheckpointError(
+            f"esper-lite SeedMetrics schema version {version!r} is not supported; "
+            f"expected {ESPER_LITE_METRICS_SCHEMA_VERSION}"
+        )
+    _get(data, "current_alpha", "metrics.current_alpha")  # required by esper-lite; the alpha is read from the state
+    optional = {"counterfactual_contribution": None, "_prev_contribution": None, "contribution_velocity": 0.0}
+    return SeedMetrics(**_from_esper_lite_fields(SeedMetrics, data, "metrics", optional=optional))
+
+
+def _esper_lite_telemetry(data: Any) -> SeedTelemetry:
+    if not data:  # esper-lite: telemetry is optional for a newly created seed
+        return SeedTelemetry()
+    return SeedTelemetry(**_from_esper_lite_fields(SeedTelemetry, data, "telemetry"))
+
+
+def _stage_of(value: Any, path: str) -> SeedStage:
+    stage: SeedStage = _decode_value(SeedStage, value, path, "")
+    return stage
+
+
+def seed_state_from_esper_lite(
+    data: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None, topology: str = "cnn"
+) -> SeedState:
+    """Convert esper-lite's ``SeedState.to_dict()`` into a :class:`SeedState`.
+
+    ``extra`` is the slot's ``_extra_state`` (its keys ``blend_algorithm_id``,
+    ``blend_tempo_epochs``, ``blend_alpha_target``, ``resolved_topology`` and
+    ``alpha_schedule_config`` are read; see :func:`state_from_slot_extra_state`,
+    which reads the whole of it); a missing ``extra`` or a ``None`` value
+    falls back to what esper-lite would use: blend ``"gated"`` for GATE else
+    ``"sigmoid"``, the state's tempo, target 1, ``topology``.
+
+    As esper-lite does on load, the controller's alpha is the state's
+    ``alpha``, and ``None`` telemetry (never measured) stays ``None``. The
+    blend-out freeze is re-derived from the controller (on while it ramps
+    DOWN). Timestamps become epoch counters (see
+    :func:`seed_state_to_esper_lite`).
+
+    Raises:
+        CheckpointError: a field esper-lite 2016337e requires is missing
+            (e.g. ``alpha_controller.alpha_steepness``), or a value is invalid.
+    """
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"an esper-lite seed state must be a dict; got {type(data).__name__}")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise CheckpointError(f"extra must be the slot's _extra_state dict or None; got {type(extra).__name__}")
+    extra = extra or {}
+    if "alpha_algorithm" not in data:
+        raise CheckpointError("esper-lite seed state is missing required 'alpha_algorithm' (esper-lite Phase 3+)")
+    if not isinstance(data.get("alpha_controller"), Mapping):
+        raise CheckpointError("esper-lite seed state is missing required 'alpha_controller' (esper-lite Phase 1+)")
+
+    stage = _stage_of(_get(data, "stage"), "stage")
+    previous = _get(data, "previous_stage")
+    previous_stage = SeedStage.UNKNOWN if previous is None else _stage_of(previous, "previous_stage")
+    alpha = _decode_value(float, _get(data, "alpha"), "alpha", "AlphaController.alpha")
+    algorithm = _decode_value(AlphaAlgorithm, data["alpha_algorithm"], "alpha_algorithm", "")
+    metrics = SeedMetrics() if not data.get("metrics") else _esper_lite_metrics(data["metrics"])
+    controller_fields = _from_esper_lite_fields(AlphaController, data["alpha_controller"], "alpha_controller")
+    controller = AlphaController(**{**controller_fields, "alpha": alpha})
+
+    raw_history = _get(data, "stage_history")
+    if not isinstance(raw_history, (list, tuple)):
+        raise _fail("stage_history", "a list of [stage, timestamp] pairs", raw_history)
+    history: list[tuple[SeedStage, int]] = []
+    for i, item in enumerate(raw_history[-STAGE_HISTORY_MAXLEN:]):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise _fail(f"stage_history[{i}]", "a [stage, timestamp] pair", item)
+        history.append((_stage_of(item[0], f"stage_history[{i}][0]"), -1))
+    if history:
+        history[-1] = (history[-1][0], metrics.epochs_total - metrics.epochs_in_current_stage)
+
+    def from_extra(key: str, hint: Any, default: Any) -> Any:
+        value = extra.get(key)
+        return default if value is None else _decode_value(hint, value, f"extra.{key}", f"SeedState.{key}")
+
+    gate_config = extra.get("alpha_schedule_config")
+    gate_steps = 0
+    blend_default = "gated" if algorithm == AlphaAlgorithm.GATE else "sigmoid"
+    blend = from_extra("blend_algorithm_id", str, blend_default)
+    if gate_config is not None:
+        gate_steps = _check_schedule_config(gate_config, algorithm)
+        blend = "gated"  # esper-lite restores a gate by restarting a "gated" blend
+    state = SeedState(
+        slot_id=_decode_value(str, _get(data, "slot_id"), "slot_id", ""),
+        seed_id=_decode_value(str, _get(data, "seed_id"), "seed_id", ""),
+        blueprint_id=_decode_value(str, _get(data, "blueprint_id"), "blueprint_id", ""),
+        stage=stage,
+        previous_stage=previous_stage,
+        previous_epochs_in_stage=_decode_value(
+            int, _get(data, "previous_epochs_in_stage"), "previous_epochs_in_stage", ""
+        ),
+        stage_history=tuple(history),
+        metrics=metrics,
+        alpha_controller=controller,
+        telemetry=_esper_lite_telemetry(data.get("telemetry")),
+        alpha_algorithm=algorithm,
+        blend_algorithm_id=blend,
+        blend_tempo_epochs=from_extra(
+            "blend_tempo_epochs", int, _decode_value(int, _get(data, "blend_tempo_epochs"), "blend_tempo_epochs", "")
+        ),
+        blend_alpha_target=from_extra("blend_alpha_target", float, 1.0),
+        topology=from_extra("resolved_topology", str, topology),
+        is_healthy=_decode_value(bool, _get(data, "is_healthy"), "is_healthy", ""),
+        is_paused=_decode_value(bool, _get(data, "is_paused"), "is_paused", ""),
+        blend_out_frozen=controller.alpha_mode == AlphaMode.DOWN,
+        gate_total_steps=gate_steps,
+    )
+    return _check_consistent(state, "")
+
+
+def _check_schedule_config(config: Any, algorithm: AlphaAlgorithm) -> int:
+    path = "extra.alpha_schedule_config"
+    if not isinstance(config, Mapping):
+        raise _fail(path, "an object (dict) or null", config)
+    if config.get("algorithm_id") != "gated":
+        raise CheckpointError(
+            f"{path}: algorithm_id {config.get('algorithm_id')!r} is not supported; esper-lite 2016337e "
+            "persists a schedule only for 'gated'"
+        )
+    if algorithm != AlphaAlgorithm.GATE:
+        raise CheckpointError(f"{path}: a 'gated' schedule but the seed's alpha_algorithm is {algorithm.name}")
+    steps = _decode_value(int, config.get("total_steps"), f"{path}.total_steps", "")
+    if steps < 1:
+        raise CheckpointError(f"{path}.total_steps must be >= 1 (esper-lite's GatedBlend); got {steps}")
+    _decode_value(int, config.get("current_step"), f"{path}.current_step", "")
+    return int(steps)
+
+
+def slot_extra_state(state: SeedState | None, *, topology: str | None = None) -> dict[str, Any]:
+    """A slot's whole ``_extra_state`` in esper-lite's ``SeedSlot.get_extra_state()`` layout (version 1).
+
+    ``state=None`` (a slot that never held a seed) gives esper-lite's fresh
+    slot: ``seed_state`` and the blend settings ``None`` (``topology`` as
+    ``resolved_topology``). A DORMANT state (a slot freed after a prune) gives
+    ``seed_state=None`` but keeps the last occupant's blend settings, as
+    esper-lite's slot does. A seed with its gate network (GATE from BLENDING
+    on, :func:`~esper_func.lifecycle.state.has_gate`) has
+    ``alpha_schedule_config`` ``{"algorithm_id": "gated", "total_steps": ...,
+    "current_step": 0}``; every other slot ``None``.
+    """
+    if state is None:
+        return {
+            "_extra_state_version": EXTRA_STATE_VERSION,
+            "isolate_gradients": False,
+            "blend_algorithm_id": None,
+            "blend_tempo_epochs": None,
+            "blend_alpha_target": None,
+            "resolved_topology": topology,
+            "seed_state": None,
+            "alpha_schedule_config": None,
+        }
+    if not isinstance(state, SeedState):
+        raise CheckpointError(f"slot_extra_state() takes a SeedState or None; got {type(state).__name__}")
+    gated = has_gate(state)
+    return {
+        "_extra_state_version": EXTRA_STATE_VERSION,
+        "isolate_gradients": state.isolate_gradients,
+        "blend_algorithm_id": state.blend_algorithm_id,
+        "blend_tempo_epochs": state.blend_tempo_epochs,
+        "blend_alpha_target": state.blend_alpha_target,
+        "resolved_topology": state.topology,
+        "seed_state": None if state.stage == SeedStage.DORMANT else seed_state_to_esper_lite(state),
+        "alpha_schedule_config": (
+            {"algorithm_id": "gated", "total_steps": max(1, state.gate_total_steps), "current_step": 0}
+            if gated
+            else None
+        ),
+    }
+
+
+_EXTRA_KEYS: Final[tuple[str, ...]] = (
+    "_extra_state_version",
+    "isolate_gradients",
+    "blend_algorithm_id",
+    "blend_tempo_epochs",
+    "blend_alpha_target",
+    "resolved_topology",
+    "seed_state",
+    "alpha_schedule_config",
+)
+
+
+def state_from_slot_extra_state(extra: Any, *, topology: str = "cnn", where: str = "_extra_state") -> SeedState | None:
+    """The lifecycle state in a slot's esper-lite ``_extra_state``; ``None`` for a free slot.
+
+    Every key esper-lite 2016337e writes is required (as its
+    ``set_extra_state`` requires them); ``topology`` is used when the slot
+    recorded none.
+
+    Raises:
+        CheckpointError: not such a dict, another version, a missing key, an
+            invalid value, a gate schedule that does not fit the seed.
+    """
+    if not isinstance(extra, Mapping):
+        raise CheckpointError(
+            f"{where!r} must be the dict written by esper-lite's SeedSlot.get_extra_state(); got {type(extra).__name__}"
+        )
+    missing = [key for key in _EXTRA_KEYS if key not in extra]
+    if missing:
+        raise CheckpointError(f"{where!r} lacks {missing}; esper-lite's SeedSlot.get_extra_state() writes {list(_EXTRA_KEYS)}")
+    version = extra["_extra_state_version"]
+    if version != EXTRA_STATE_VERSION:
+        raise CheckpointError(
+            f"{where!r} has _extra_state_version {version!r}; this esper_func reads version {EXTRA_STATE_VERSION}"
+        )
+    _decode_value(bool, extra["isolate_gradients"], f"{where}.isolate_gradients", "")
+    raw = extra["seed_state"]
+    if raw is None:
+        if extra["alpha_schedule_config"] is not None:
+            raise CheckpointError(f"{where!r} has an alpha_schedule_config but no seed_state")
+        return None
+    try:
+        state = seed_state_from_esper_lite(raw, extra=extra, topology=topology)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where!r}: {exc}") from None
+    if has_gate(state) != (extra["alpha_schedule_config"] is not None):
+        have = "has no" if extra["alpha_schedule_config"] is None else "has a"
+        raise CheckpointError(
+            f"{where!r}: a {state.alpha_algorithm.name} seed in stage {state.stage.name} {have} gate schedule "
+            "(alpha_schedule_config); esper-lite gives a seed its gate network exactly when it is GATE and "
+            "in BLENDING, HOLDING or FOSSILIZED"
+        )
+    return state

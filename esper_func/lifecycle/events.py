@@ -73,7 +73,10 @@ class StageChanged:
     ``accuracy_delta`` is the seed's total improvement (0 for cooldown
     transitions), ``epochs_in_stage`` the epochs spent in ``from_stage``,
     ``alpha`` the blend weight right after the change (for a prune: right
-    before alpha dropped to 0).
+    before alpha dropped to 0). ``grad_ratio``, ``has_vanishing`` and
+    ``has_exploding`` report the gradient telemetry once it has been synced
+    (``telemetry.epoch > 0``) and are ``0.0``/``False`` before, as in
+    esper-lite.
     """
 
     slot_id: str
@@ -104,6 +107,7 @@ class SeedFossilized:
     params_added: int
     alpha: float
     epochs_total: int
+    blending_delta: float
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -120,6 +124,7 @@ class SeedPruned:
     improvement: float
     counterfactual: float | None
     epochs_total: int
+    blending_delta: float
 
 
 LifecycleEvent: TypeAlias = SeedGerminated | GateEvaluated | StageChanged | SeedFossilized | SeedPruned

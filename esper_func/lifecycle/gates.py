@@ -17,8 +17,9 @@ BLENDING              G2     stage improvement >= ``min_training_improvement``;
                              epochs in stage >= ``min_blending_epochs``;
                              gradient ratio measured and >=
                              ``min_seed_gradient_ratio``
-                             [epochs; no exploding gradients; gradient
-                             health >= ``min_gradient_health_for_blending``]
+                             [epochs; gradient health measured; no
+                             exploding gradients; gradient health >=
+                             ``min_gradient_health_for_blending``]
 HOLDING               G3     alpha target is 1; controller reached it (HOLD);
                              epochs in stage >= ``min_blending_epochs``
                              [alpha checks only]
@@ -241,19 +242,27 @@ def _check_g2(gates: Gates, state: SeedState) -> GateResult:
             passed_checks.append(f"trained_{epochs}_epochs")
         else:
             failed_checks.append(f"insufficient_training_{epochs}_of_{gates.min_blending_epochs}")
-        exploding_ok = not state.has_exploding
-        if exploding_ok:
-            passed_checks.append("no_exploding_gradients")
-        else:
+        # Unmeasured is not healthy (esper-lite's KTS-001): without a measured
+        # gradient health the safety checks fail outright, and exploding
+        # gradients make the health check moot.
+        telemetry = state.telemetry
+        health = telemetry.gradient_health
+        if health is None:
+            failed_checks.append("gradient_health_not_measured")
+            exploding_ok = health_ok = False
+        elif telemetry.has_exploding:
             failed_checks.append("exploding_gradients")
-        health = state.gradient_health
-        health_ok = health >= gates.min_gradient_health_for_blending
-        if health_ok:
-            passed_checks.append(f"gradient_health_{health:.2f}")
+            exploding_ok = health_ok = False
         else:
-            failed_checks.append(
-                f"gradient_health_low_{health:.2f}_need_{gates.min_gradient_health_for_blending:.2f}"
-            )
+            passed_checks.append("no_exploding_gradients")
+            exploding_ok = True
+            health_ok = health >= gates.min_gradient_health_for_blending
+            if health_ok:
+                passed_checks.append(f"gradient_health_{health:.2f}")
+            else:
+                failed_checks.append(
+                    f"gradient_health_low_{health:.2f}_need_{gates.min_gradient_health_for_blending:.2f}"
+                )
         passed = epochs_ok and exploding_ok and health_ok
         return GateResult(
             gate=GateLevel.G2,

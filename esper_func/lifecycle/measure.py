@@ -2,10 +2,12 @@
 
 ``record_accuracy``, ``record_contribution`` and ``record_gradients`` return
 new states (esper-lite's ``SeedMetrics.record_accuracy``, its counterfactual
-bookkeeping and ``SeedSlot.capture_gradient_telemetry``). A slot without a
-live seed (DORMANT or in the post-prune cooldown) has nothing to measure: the
-state is returned as is, so a training loop may call these on every slot and
-the cooldown dwell still counts only ``step_epoch`` calls.
+bookkeeping and ``SeedSlot.capture_gradient_telemetry``). A free slot
+(DORMANT) has nothing to measure: the state is returned as is.
+``record_accuracy`` counts an epoch in every other stage, as esper-lite's
+``SeedMetrics.record_accuracy`` does (the training loop decides which slots it
+records: esper-lite's heuristic loop records live seeds only);
+``record_gradients`` needs a live seed.
 
 ``gradient_norms`` and ``global_norm`` compute L2 norms of gradient pytrees
 as 0-d tensors (no host sync); ``record_gradients`` accepts those tensors or
@@ -15,8 +17,6 @@ Python floats and converts them with ``float()``.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
@@ -24,7 +24,10 @@ import torch
 from torch import Tensor
 
 from esper_func._pytree import tree_leaves
+from esper_func._validate import check_float, check_optional_bool
+from esper_func.errors import InvalidArgumentError, InvalidTypeError
 from esper_func.lifecycle.gates import DEFAULT_GRADIENT_EMA_DECAY
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import SeedState, has_seed
 
 __all__ = [
@@ -49,6 +52,8 @@ GRADIENT_EPSILON: Final[float] = 1e-8
 MAX_GRADIENT_RATIO: Final[float] = 10.0
 #: EMA decay of ``metrics.contribution_velocity`` (esper-lite's counterfactual engine).
 CONTRIBUTION_VELOCITY_DECAY: Final[float] = 0.7
+#: Weight of the newest change in that EMA (written out, not ``1 - 0.7``, to round as esper-lite does).
+_CONTRIBUTION_VELOCITY_NEW: Final[float] = 0.3
 
 #: A per-tensor gradient norm below this counts as vanishing (esper-lite's gradient collector).
 VANISHING_THRESHOLD: Final[float] = 1e-7
@@ -59,32 +64,38 @@ EXPLODING_THRESHOLD: Final[float] = 10.0
 Number = float | int | Tensor
 
 
-def _scalar(name: str, value: Number, *, non_negative: bool = False) -> float:
-    """A finite Python float from a number or a one-element tensor."""
+def _scalar(name: str, value: Number, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite Python float from a real number or a one-element tensor."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a number or a one-element tensor; got shape {tuple(value.shape)}")
+            raise InvalidArgumentError(
+                f"{name} must be a number or a one-element tensor; got shape {tuple(value.shape)}"
+            )
         value = value.detach().item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number or a one-element tensor; got {type(value).__name__}")
-    result = float(value)
-    if not math.isfinite(result):
-        hint = " (report exploding gradients with has_exploding=True)" if "norm" in name else ""
-        raise ValueError(f"{name} must be finite; got {result}{hint}")
-    if non_negative and result < 0.0:
-        raise ValueError(f"{name} must be >= 0; got {result}")
-    return result
+    return check_float(name, value, minimum=minimum, maximum=maximum)
+
+
+def _flag(name: str, value: bool | Tensor | None) -> bool | None:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise InvalidArgumentError(f"{name} must be a bool or a one-element tensor; got shape {tuple(value.shape)}")
+        value = bool(value.item())
+    return check_optional_bool(name, value)
 
 
 def record_accuracy(state: SeedState, accuracy: Number) -> SeedState:
     """Record one validation accuracy (percent) and count one epoch.
 
-    The first call (``epochs_total == 0``) also sets the initial and
-    stage-start accuracies. Every call updates current and best accuracy and
-    increments ``epochs_total`` and ``epochs_in_current_stage``.
+    esper-lite's ``SeedMetrics.record_accuracy``: the first call
+    (``epochs_total == 0``) also sets the initial and stage-start
+    accuracies; every call updates current and best accuracy and increments
+    ``epochs_total`` and ``epochs_in_current_stage``, in every stage,
+    including the cooldown after a prune (so recording there shortens the
+    embargo, as in esper-lite; the training loop decides which slots it
+    records). A free (DORMANT) slot has no metrics: returned as is.
     """
     acc = _scalar("accuracy", accuracy)
-    if not has_seed(state):
+    if state.stage == SeedStage.DORMANT:
         return state
     m = state.metrics
     first = m.epochs_total == 0
@@ -105,16 +116,16 @@ def record_contribution(state: SeedState, contribution: Number) -> SeedState:
 
     Sets ``metrics.counterfactual_contribution`` (used by gate G5) and updates
     ``contribution_velocity``, an EMA (decay 0.7) of the change since the
-    previous measurement.
+    previous measurement. A free (DORMANT) slot has no metrics: returned as is.
     """
     value = _scalar("contribution", contribution)
-    if not has_seed(state):
+    if state.stage == SeedStage.DORMANT:
         return state
     m = state.metrics
     velocity = m.contribution_velocity
     if m.prev_contribution is not None:
         delta = value - m.prev_contribution
-        velocity = CONTRIBUTION_VELOCITY_DECAY * velocity + (1.0 - CONTRIBUTION_VELOCITY_DECAY) * delta
+        velocity = CONTRIBUTION_VELOCITY_DECAY * velocity + _CONTRIBUTION_VELOCITY_NEW * delta
     metrics = dataclasses.replace(
         m, counterfactual_contribution=value, prev_contribution=value, contribution_velocity=velocity
     )
@@ -139,36 +150,51 @@ def record_gradients(
     *,
     host_grad_norm: Number,
     seed_grad_norm: Number,
-    gradient_health: float | None = None,
-    has_exploding: bool | None = None,
-    has_vanishing: bool | None = None,
+    gradient_health: Number | None = None,
+    has_exploding: bool | Tensor | None = None,
+    has_vanishing: bool | Tensor | None = None,
+    gradient_norm: Number | None = None,
 ) -> SeedState:
     """Record one gradient measurement (call after backward, at any stride).
 
-    Sets ``metrics.seed_gradient_norm_ratio`` to :func:`gradient_ratio` of
-    the two norms (gate G2 needs it), and updates ``metrics.gradient_norm_avg``
+    As esper-lite's ``SeedSlot.capture_gradient_telemetry``: sets
+    ``metrics.seed_gradient_norm_ratio`` to :func:`gradient_ratio` of the two
+    norms (strict gate G2 needs it) and updates ``metrics.gradient_norm_avg``
     as an EMA (decay 0.9) of the seed norm. ``gradient_health`` (0-1),
-    ``has_exploding`` and ``has_vanishing`` replace the stored telemetry when
-    given (permissive G2 reads them); ``None`` leaves them as they were.
+    ``has_exploding``, ``has_vanishing`` and ``gradient_norm`` replace the
+    stored telemetry when given (permissive G2 reads them; see
+    :func:`~esper_func.lifecycle.sync_telemetry`, which also stamps the
+    epoch); ``None`` leaves them as they were. Without a live seed the state
+    is returned as is.
+
+    Raises:
+        InvalidArgumentError: a non-finite or negative norm (the training loop
+            hands a non-finite epoch to the governor instead of recording it),
+            a health outside ``[0, 1]``.
     """
-    host = _scalar("host_grad_norm", host_grad_norm, non_negative=True)
-    seed = _scalar("seed_grad_norm", seed_grad_norm, non_negative=True)
-    if gradient_health is not None:
-        gradient_health = _scalar("gradient_health", gradient_health)
-    for name, flag in (("has_exploding", has_exploding), ("has_vanishing", has_vanishing)):
-        if flag is not None and not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool or None; got {flag!r}")
+    host = _scalar("host_grad_norm", host_grad_norm, minimum=0.0)
+    seed = _scalar("seed_grad_norm", seed_grad_norm, minimum=0.0)
+    health = None if gradient_health is None else _scalar("gradient_health", gradient_health, minimum=0.0, maximum=1.0)
+    norm = None if gradient_norm is None else _scalar("gradient_norm", gradient_norm, minimum=0.0)
+    exploding = _flag("has_exploding", has_exploding)
+    vanishing = _flag("has_vanishing", has_vanishing)
     if not has_seed(state):
         return state
     m = state.metrics
     ratio = gradient_ratio(host, seed, host_params=m.host_param_count, seed_params=m.seed_param_count)
     avg = DEFAULT_GRADIENT_EMA_DECAY * m.gradient_norm_avg + (1 - DEFAULT_GRADIENT_EMA_DECAY) * seed
+    t = state.telemetry
+    telemetry = dataclasses.replace(
+        t,
+        gradient_norm=t.gradient_norm if norm is None else norm,
+        gradient_health=t.gradient_health if health is None else health,
+        has_exploding=t.has_exploding if exploding is None else exploding,
+        has_vanishing=t.has_vanishing if vanishing is None else vanishing,
+    )
     return dataclasses.replace(
         state,
         metrics=dataclasses.replace(m, seed_gradient_norm_ratio=ratio, gradient_norm_avg=avg),
-        gradient_health=state.gradient_health if gradient_health is None else gradient_health,
-        has_exploding=state.has_exploding if has_exploding is None else has_exploding,
-        has_vanishing=state.has_vanishing if has_vanishing is None else has_vanishing,
+        telemetry=telemetry,
     )
 
 
@@ -182,7 +208,7 @@ def global_norm(tree: Any) -> Tensor:
     leaves = tree_leaves(tree)
     for leaf in leaves:
         if not isinstance(leaf, Tensor):
-            raise TypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
+            raise InvalidTypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
     if not leaves:
         return torch.zeros(())
     dtype = torch.float64 if any(leaf.dtype == torch.float64 for leaf in leaves) else torch.float32
@@ -199,7 +225,7 @@ def gradient_norms(grads: Mapping[str, Any]) -> dict[str, Tensor]:
     which converts with ``float()``.
     """
     if not isinstance(grads, Mapping):
-        raise TypeError(
+        raise InvalidTypeError(
             "gradient_norms() takes a mapping of named gradient trees, e.g. "
             f"{{'host': host_grads, 'seed': seed_grads}}; got {type(grads).__name__}"
         )
@@ -244,7 +270,7 @@ def gradient_health(
     leaves = [leaf for leaf in tree_leaves(tree) if leaf is not None]
     for leaf in leaves:
         if not isinstance(leaf, Tensor):
-            raise TypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
+            raise InvalidTypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
     if not leaves:
         zero = torch.zeros((), dtype=torch.float64)
         false = torch.zeros((), dtype=torch.bool)

@@ -10,19 +10,30 @@ Three kinds of outcome:
 - **Done**: a new state and the events it caused (a tuple, in order).
 - **Refused** (esper-lite returns ``False``): the *same* state object and no
   events, e.g. pruning a FOSSILIZED seed, retargeting alpha mid-ramp.
+  Where esper-lite changes part of its state before refusing (a refused
+  prune still sets ``auto_pruned``), nothing changes here.
 - **Illegal** (esper-lite raises): an exception, nothing half-applied, e.g.
   ``advance`` to a failure stage, ``germinate`` with ``blend="gated"`` but
-  ``algorithm=ADD``.
+  ``algorithm=ADD``, entering BLENDING with a gated blend of zero tempo
+  (esper-lite moves the stage first, then raises).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable
 from typing import Final
 
-from esper_func.errors import IllegalTransitionError, UnknownTopologyError
+from esper_func._validate import (
+    check_choice,
+    check_enum,
+    check_float,
+    check_int,
+    check_optional_bool,
+    check_optional_float,
+    check_str,
+)
+from esper_func.errors import IllegalTransitionError, InvalidArgumentError, UnknownTopologyError
 from esper_func.lifecycle.alpha import (
     DEFAULT_STEEPNESS,
     AlphaAlgorithm,
@@ -41,12 +52,19 @@ from esper_func.lifecycle.events import (
     StageChanged,
 )
 from esper_func.lifecycle.gates import GateLevel, GateResult, Gates, check_gate
-from esper_func.lifecycle.stages import TOPOLOGIES, VALID_TRANSITIONS, SeedStage, is_failure_stage, is_valid_transition
+from esper_func.lifecycle.stages import (
+    TOPOLOGIES,
+    VALID_TRANSITIONS,
+    SeedStage,
+    is_failure_stage,
+    is_valid_transition,
+)
 from esper_func.lifecycle.state import (
     AUTO_PRUNE_REASONS,
     BLEND_ALGORITHMS,
     STAGE_HISTORY_MAXLEN,
     SeedState,
+    SeedTelemetry,
     has_seed,
 )
 
@@ -58,6 +76,7 @@ __all__ = [
     "schedule_prune",
     "set_alpha_target",
     "step_epoch",
+    "sync_telemetry",
 ]
 
 Events = tuple[LifecycleEvent, ...]
@@ -75,32 +94,18 @@ _CURVE_FOR_BLEND: Final = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_str(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str; got {type(value).__name__} {value!r}")
-    return value
+def _check_steepness(steepness: object) -> float:
+    return check_float("steepness (values below 0.1 are raised to 0.1)", steepness)
 
 
-def _check_count(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
-    return value
+def _check_curve(curve: object) -> AlphaCurve | None:
+    return None if curve is None else check_enum("curve", curve, AlphaCurve)
 
 
-def _check_steepness(steepness: float) -> None:
-    if isinstance(steepness, bool) or not isinstance(steepness, (int, float)) or not math.isfinite(steepness):
-        raise ValueError(f"steepness must be a finite number (values below 0.1 are raised to 0.1); got {steepness!r}")
-
-
-def _set_alpha(state: SeedState, alpha: float) -> SeedState:
-    """esper-lite's ``set_alpha``: clamp, then sync controller and ``metrics.current_alpha``."""
+def _with_alpha(state: SeedState, alpha: float) -> SeedState:
+    """esper-lite's ``set_alpha``: alpha clamped to ``[0, 1]``, kept in the controller."""
     value = max(0.0, min(1.0, alpha))
-    return dataclasses.replace(
-        state,
-        alpha=value,
-        alpha_controller=dataclasses.replace(state.alpha_controller, alpha=value),
-        metrics=dataclasses.replace(state.metrics, current_alpha=value),
-    )
+    return dataclasses.replace(state, alpha_controller=dataclasses.replace(state.alpha_controller, alpha=value))
 
 
 def _transition(state: SeedState, new_stage: SeedStage) -> SeedState | None:
@@ -114,7 +119,6 @@ def _transition(state: SeedState, new_stage: SeedStage) -> SeedState | None:
         previous_stage=state.stage,
         previous_epochs_in_stage=metrics.epochs_in_current_stage,
         stage=new_stage,
-        stage_entered_epoch=metrics.epochs_total,
         stage_history=history,
         metrics=dataclasses.replace(
             metrics,
@@ -134,26 +138,34 @@ def _start_blending(state: SeedState) -> SeedState:
         curve=curve,
         steepness=DEFAULT_STEEPNESS,
     )
-    return dataclasses.replace(state, alpha_controller=ctrl)
+    gate_steps = state.blend_tempo_epochs if state.blend_algorithm_id == "gated" else 0
+    return dataclasses.replace(state, alpha_controller=ctrl, gate_total_steps=gate_steps)
+
+
+def _check_can_start_blending(state: SeedState) -> None:
+    """Refuse, before anything changes, a blend esper-lite cannot start."""
+    if state.blend_algorithm_id == "gated" and state.blend_tempo_epochs <= 0:
+        raise IllegalTransitionError(
+            f"slot {state.slot_id!r}: a gated blend needs a tempo of at least 1 epoch to create its gate "
+            f"network, but this seed was germinated with tempo={state.blend_tempo_epochs}; prune it, or "
+            "germinate with tempo >= 1"
+        )
 
 
 def _on_enter_stage(state: SeedState, new_stage: SeedStage, old_stage: SeedStage) -> SeedState:
     """Stage-entry side effects, whichever operation caused the transition."""
-    if new_stage == SeedStage.TRAINING and old_stage == SeedStage.GERMINATED:
-        return dataclasses.replace(state, isolate_gradients=True)
     if new_stage == SeedStage.BLENDING and old_stage == SeedStage.TRAINING:
         metrics = dataclasses.replace(
             state.metrics,
             accuracy_at_blending_start=state.metrics.current_val_accuracy,
             blending_started=True,
         )
-        state = dataclasses.replace(state, isolate_gradients=state.topology == "cnn", metrics=metrics)
-        return _start_blending(state)
+        return _start_blending(dataclasses.replace(state, metrics=metrics))
     if new_stage == SeedStage.HOLDING and old_stage == SeedStage.BLENDING:
-        state = _set_alpha(state, 1.0)
         ctrl = state.alpha_controller
         ctrl = dataclasses.replace(
             ctrl,
+            alpha=1.0,
             alpha_start=1.0,
             alpha_target=1.0,
             alpha_mode=AlphaMode.HOLD,
@@ -163,9 +175,13 @@ def _on_enter_stage(state: SeedState, new_stage: SeedStage, old_stage: SeedStage
     return state
 
 
+def _synced(state: SeedState) -> bool:
+    return state.telemetry.epoch > 0
+
+
 def _grad_ratio(state: SeedState) -> float:
     ratio = state.metrics.seed_gradient_norm_ratio
-    return 0.0 if ratio is None else float(ratio)
+    return 0.0 if ratio is None or not _synced(state) else float(ratio)
 
 
 def _stage_changed(
@@ -177,6 +193,8 @@ def _stage_changed(
     accuracy_delta: float,
     epochs_in_stage: int,
 ) -> StageChanged:
+    telemetry = state.telemetry
+    synced = _synced(state)
     return StageChanged(
         slot_id=state.slot_id,
         seed_id=state.seed_id,
@@ -189,8 +207,8 @@ def _stage_changed(
         epochs_in_stage=epochs_in_stage,
         alpha_curve=state.alpha_controller.alpha_curve,
         grad_ratio=_grad_ratio(state),
-        has_vanishing=state.has_vanishing,
-        has_exploding=state.has_exploding,
+        has_vanishing=bool(telemetry.has_vanishing) if synced else False,
+        has_exploding=bool(telemetry.has_exploding) if synced else False,
     )
 
 
@@ -247,45 +265,35 @@ def germinate(
     Use :func:`germinated_event` for the matching ``SeedGerminated`` event.
 
     Raises:
-        ValueError: ``alpha_target`` outside ``(0, 1]``; gated/GATE mismatch;
-            unknown blend id; negative tempo or parameter counts; empty
-            ``blueprint_id`` (G0 fails).
+        InvalidArgumentError: ``alpha_target`` outside ``(0, 1]``; gated/GATE
+            mismatch; unknown blend id or algorithm; negative tempo or
+            parameter counts; empty ``blueprint_id`` (G0 fails).
+        InvalidTypeError: an argument of the wrong type.
         UnknownTopologyError: ``topology`` is not ``"cnn"``/``"transformer"``.
     """
-    _check_str("slot_id", slot_id)
-    _check_str("blueprint_id", blueprint_id)
+    check_str("slot_id", slot_id)
+    check_str("blueprint_id", blueprint_id)
     if seed_id is not None:
-        _check_str("seed_id", seed_id)
-    if alpha_target is None:
-        target = 1.0
-    else:
-        if isinstance(alpha_target, bool) or not isinstance(alpha_target, (int, float)):
-            raise TypeError(f"alpha_target must be a number in (0, 1] or None; got {alpha_target!r}")
-        if not 0.0 < alpha_target <= 1.0:
-            raise ValueError(f"alpha_target must be within (0, 1] (None means 1.0); got {alpha_target!r}")
-        target = float(alpha_target)
-    try:
-        algorithm = AlphaAlgorithm(algorithm)
-    except ValueError:
-        raise ValueError(
-            f"unknown alpha algorithm {algorithm!r}; expected one of {[a.name for a in AlphaAlgorithm]}"
-        ) from None
-    if blend not in BLEND_ALGORITHMS:
-        raise ValueError(f"unknown blend algorithm {blend!r}; expected one of {list(BLEND_ALGORITHMS)}")
+        check_str("seed_id", seed_id)
+    target = 1.0 if alpha_target is None else check_float("alpha_target", alpha_target)
+    if not 0.0 < target <= 1.0:
+        raise InvalidArgumentError(f"alpha_target must be within (0, 1] (None means 1.0); got {alpha_target!r}")
+    algorithm = check_enum("algorithm", algorithm, AlphaAlgorithm)
+    check_choice("blend", blend, BLEND_ALGORITHMS)
     if blend == "gated" and algorithm != AlphaAlgorithm.GATE:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"blend='gated' requires algorithm=AlphaAlgorithm.GATE (got {algorithm.name}); "
             "use blend='linear' or 'sigmoid' for ADD and MULTIPLY"
         )
     if algorithm == AlphaAlgorithm.GATE and blend != "gated":
-        raise ValueError(f"algorithm=AlphaAlgorithm.GATE requires blend='gated' (got blend={blend!r})")
-    if topology not in TOPOLOGIES:
+        raise InvalidArgumentError(f"algorithm=AlphaAlgorithm.GATE requires blend='gated' (got blend={blend!r})")
+    if not isinstance(topology, str) or topology not in TOPOLOGIES:
         raise UnknownTopologyError(f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}")
-    for name, value in (("tempo", tempo), ("seed_params", seed_params), ("host_params", host_params)):
-        if _check_count(name, value) < 0:
-            raise ValueError(f"{name} must be >= 0; got {value}")
+    check_int("tempo", tempo, minimum=0)
+    check_int("seed_params", seed_params, minimum=0)
+    check_int("host_params", host_params, minimum=0)
     if not blueprint_id:
-        raise ValueError("G0 gate failed: ('blueprint_id_missing',); blueprint_id must be a non-empty name")
+        raise InvalidArgumentError("G0 gate failed: ('blueprint_id_missing',); blueprint_id must be a non-empty name")
 
     dormant = SeedState(
         slot_id=slot_id,
@@ -294,13 +302,15 @@ def germinate(
         stage=SeedStage.DORMANT,
         alpha_algorithm=algorithm,
         blend_algorithm_id=blend,
-        blend_tempo_epochs=tempo,
+        blend_tempo_epochs=int(tempo),
         blend_alpha_target=target,
         topology=topology,
     )
     dormant = dataclasses.replace(
         dormant,
-        metrics=dataclasses.replace(dormant.metrics, seed_param_count=seed_params, host_param_count=host_params),
+        metrics=dataclasses.replace(
+            dormant.metrics, seed_param_count=int(seed_params), host_param_count=int(host_params)
+        ),
     )
     state = _transition(dormant, SeedStage.GERMINATED)
     assert state is not None
@@ -353,9 +363,11 @@ def advance(
 
     Raises:
         IllegalTransitionError: (a ``ValueError``) ``target`` is a failure
-            stage (use :func:`prune`), or a stage without a gate (DORMANT,
-            UNKNOWN).
+            stage (use :func:`prune`), a stage without a gate (DORMANT,
+            UNKNOWN), or BLENDING for a gated blend germinated with tempo 0.
     """
+    if not isinstance(gates, Gates):
+        raise InvalidArgumentError(f"advance() expects Gates as its second argument; got {type(gates).__name__}")
     if not has_seed(state):
         return state, _NO_ACTIVE_SEED, ()
     if target is not None:
@@ -397,6 +409,8 @@ def advance(
     if moved is None:
         failed = GateResult(gate=result.gate, passed=False, checks_failed=("transition_failed",))
         return state, failed, tuple(events)
+    if target == SeedStage.BLENDING and state.stage == SeedStage.TRAINING:
+        _check_can_start_blending(state)
     new = _on_enter_stage(moved, target, state.stage)
     metrics = state.metrics
     events.append(
@@ -421,6 +435,7 @@ def advance(
                 params_added=metrics.seed_param_count,
                 alpha=new.alpha,
                 epochs_total=metrics.epochs_total,
+                blending_delta=metrics.blending_delta,
             )
         )
     return new, result, tuple(events)
@@ -441,8 +456,8 @@ def prune(state: SeedState, reason: str = "", *, initiator: str = "policy") -> t
     Events: ``(StageChanged(-> PRUNED), SeedPruned)``; the stage event carries
     the alpha the seed had just before removal.
     """
-    _check_str("reason", reason)
-    _check_str("initiator", initiator)
+    check_str("reason", reason)
+    check_str("initiator", initiator)
     if not has_seed(state) or state.stage == SeedStage.FOSSILIZED:
         return state, ()
     metrics = state.metrics
@@ -473,20 +488,23 @@ def prune(state: SeedState, reason: str = "", *, initiator: str = "policy") -> t
             improvement=metrics.total_improvement,
             counterfactual=metrics.counterfactual_contribution,
             epochs_total=metrics.epochs_total,
+            blending_delta=metrics.blending_delta,
         ),
     )
-    new = _set_alpha(moved, 0.0)
+    ctrl = dataclasses.replace(
+        moved.alpha_controller,
+        alpha=0.0,
+        alpha_start=0.0,
+        alpha_target=0.0,
+        alpha_steps_total=0,
+        alpha_steps_done=0,
+        alpha_mode=AlphaMode.HOLD,
+    )
     new = dataclasses.replace(
-        new,
-        alpha_controller=dataclasses.replace(
-            new.alpha_controller,
-            alpha_start=0.0,
-            alpha_target=0.0,
-            alpha_steps_total=0,
-            alpha_steps_done=0,
-            alpha_mode=AlphaMode.HOLD,
-        ),
-        isolate_gradients=False,
+        moved,
+        alpha_controller=ctrl,
+        blend_out_frozen=False,
+        gate_total_steps=0,
         pending_prune_reason=None,
         pending_prune_initiator=None,
     )
@@ -512,12 +530,14 @@ def schedule_prune(
 
     The controller then ramps DOWN to 0 (``curve=None`` keeps its curve), the
     reason and initiator are kept in the state until the prune completes, and
-    :func:`~esper_func.lifecycle.state.trainable` is ``False`` meanwhile.
+    the blend-out freeze is on (:func:`~esper_func.lifecycle.state.trainable`
+    is ``False``) meanwhile.
     """
-    _check_count("steps", steps)
-    _check_steepness(steepness)
-    _check_str("reason", reason)
-    _check_str("initiator", initiator)
+    check_int("steps", steps)
+    curve = _check_curve(curve)
+    steepness = _check_steepness(steepness)
+    check_str("reason", reason)
+    check_str("initiator", initiator)
     if not has_seed(state) or state.stage == SeedStage.FOSSILIZED:
         return state, ()
     if steps <= 0 or state.alpha <= 0.0:
@@ -534,6 +554,7 @@ def schedule_prune(
     new = dataclasses.replace(
         state,
         alpha_controller=ctrl,
+        blend_out_frozen=True,
         pending_prune_reason=reason,
         pending_prune_initiator=initiator,
     )
@@ -547,6 +568,7 @@ def set_alpha_target(
     steps: int,
     curve: AlphaCurve | None = None,
     steepness: float = DEFAULT_STEEPNESS,
+    alpha_algorithm: AlphaAlgorithm | None = None,
 ) -> tuple[SeedState, Events]:
     """Ramp alpha to a new non-zero target over ``steps`` epochs.
 
@@ -554,30 +576,93 @@ def set_alpha_target(
     FOSSILIZED; ``alpha_target <= 0`` (use :func:`schedule_prune`); the
     controller is mid-ramp; the stage is not BLENDING or HOLDING.
     HOLDING is full-amplitude only, so a target below 1 re-enters BLENDING
-    (event ``StageChanged``). Targets above 1 are clamped to 1. A ramp DOWN
-    freezes the seed (:func:`~esper_func.lifecycle.state.trainable`).
+    (event ``StageChanged``). Targets above 1 are clamped to 1; ``steps=0``
+    moves alpha to the target at once. The blend-out freeze is on exactly
+    when the new ramp goes down.
+
+    ``alpha_algorithm`` switches how the seed is blended (ADD, MULTIPLY,
+    GATE) while holding: switching to GATE gives the seed a gate network,
+    switching away drops it (the model follows with
+    :func:`esper_func.set_stages`).
 
     Raises:
-        ValueError: ``alpha_target`` is NaN or ``steepness`` not finite.
+        InvalidArgumentError: ``alpha_target`` is NaN, ``steps`` negative,
+            ``steepness`` not finite, or an unknown curve or algorithm.
     """
-    if isinstance(alpha_target, bool) or not isinstance(alpha_target, (int, float)) or math.isnan(alpha_target):
-        raise ValueError(f"alpha_target must be a number (not NaN); got {alpha_target!r}")
-    _check_count("steps", steps)
-    _check_steepness(steepness)
+    target = check_float("alpha_target", alpha_target, finite=False)
+    check_int("steps", steps, minimum=0)
+    curve = _check_curve(curve)
+    steepness = _check_steepness(steepness)
+    if alpha_algorithm is not None:
+        alpha_algorithm = check_enum("alpha_algorithm", alpha_algorithm, AlphaAlgorithm)
     if not has_seed(state) or state.stage == SeedStage.FOSSILIZED:
         return state, ()
-    if alpha_target <= 0.0:
+    if target <= 0.0:
         return state, ()
     if state.alpha_controller.alpha_mode != AlphaMode.HOLD:
         return state, ()
     if state.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
         return state, ()
     events: Events = ()
-    if state.stage == SeedStage.HOLDING and alpha_target < 1.0 - _EPS:
+    if state.stage == SeedStage.HOLDING and target < 1.0 - _EPS:
         state, event = _reenter_blending(state)
         events = (event,)
-    ctrl = retarget(state.alpha_controller, alpha_target=alpha_target, steps=steps, curve=curve, steepness=steepness)
-    return dataclasses.replace(state, alpha_controller=ctrl), events
+    if alpha_algorithm is not None and alpha_algorithm != state.alpha_algorithm:
+        if alpha_algorithm == AlphaAlgorithm.GATE:
+            gate_steps = state.gate_total_steps or max(1, steps)
+        else:
+            gate_steps = 0
+        state = dataclasses.replace(state, alpha_algorithm=alpha_algorithm, gate_total_steps=gate_steps)
+    ctrl = retarget(state.alpha_controller, alpha_target=min(target, 1.0), steps=steps, curve=curve, steepness=steepness)
+    new = dataclasses.replace(state, alpha_controller=ctrl, blend_out_frozen=ctrl.alpha_mode == AlphaMode.DOWN)
+    return new, events
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+def sync_telemetry(
+    state: SeedState,
+    *,
+    epoch: int,
+    max_epochs: int | None = None,
+    gradient_norm: float | None = None,
+    gradient_health: float | None = None,
+    has_vanishing: bool | None = None,
+    has_exploding: bool | None = None,
+) -> SeedState:
+    """Record the epoch's gradient telemetry (esper-lite's ``SeedState.sync_telemetry``).
+
+    ``epoch`` is the training loop's epoch (``max_epochs`` its length; ``None``
+    keeps the stored one). Gradient arguments left ``None`` keep what was
+    stored: a seed that was never measured stays unmeasured, and permissive
+    G2 refuses it (unmeasured is not healthy). From the first sync with
+    ``epoch > 0`` on, lifecycle events report the gradient flags and ratio.
+    A free (DORMANT) slot has no telemetry: returned as is.
+
+    Raises:
+        InvalidArgumentError, InvalidTypeError: a negative epoch, a NaN or
+            negative norm, a health outside ``[0, 1]``, a flag that is not a bool.
+    """
+    epoch = check_int("epoch", epoch, minimum=0)
+    if max_epochs is not None:
+        max_epochs = check_int("max_epochs", max_epochs, minimum=0)
+    norm = check_optional_float("gradient_norm", gradient_norm, minimum=0.0, finite=False)
+    health = check_optional_float("gradient_health", gradient_health, minimum=0.0, maximum=1.0)
+    vanishing = check_optional_bool("has_vanishing", has_vanishing)
+    exploding = check_optional_bool("has_exploding", has_exploding)
+    if state.stage == SeedStage.DORMANT:
+        return state
+    old = state.telemetry
+    telemetry = SeedTelemetry(
+        gradient_norm=old.gradient_norm if norm is None else norm,
+        gradient_health=old.gradient_health if health is None else health,
+        has_vanishing=old.has_vanishing if vanishing is None else vanishing,
+        has_exploding=old.has_exploding if exploding is None else exploding,
+        epoch=epoch,
+        max_epochs=old.max_epochs if max_epochs is None else max_epochs,
+    )
+    return dataclasses.replace(state, telemetry=telemetry)
 
 
 # --------------------------------------------------------------------------- step_epoch
@@ -587,7 +672,7 @@ def _auto_levels(auto_forward: Iterable[GateLevel]) -> frozenset[GateLevel]:
     try:
         return frozenset(GateLevel(level) for level in auto_forward)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"auto_forward must be a set of GateLevel (G1, G2 and/or G3 are used); got {auto_forward!r}"
         ) from None
 
@@ -601,7 +686,7 @@ def _cooldown_step(state: SeedState, *, dwell: int, next_stage: SeedStage) -> tu
         epochs_in_current_stage=metrics.epochs_in_current_stage + 1,
     )
     state = dataclasses.replace(state, metrics=metrics)
-    if metrics.epochs_in_current_stage < dwell:
+    if metrics.epochs_in_current_stage < max(1, dwell):
         return state, ()
     moved = _transition(state, next_stage)
     assert moved is not None
@@ -615,7 +700,7 @@ def _cooldown_step(state: SeedState, *, dwell: int, next_stage: SeedStage) -> tu
     )
     if next_stage == SeedStage.DORMANT:
         moved = dataclasses.replace(
-            moved, isolate_gradients=False, pending_prune_reason=None, pending_prune_initiator=None
+            moved, blend_out_frozen=False, pending_prune_reason=None, pending_prune_initiator=None
         )
     return moved, (event,)
 
@@ -625,29 +710,38 @@ def step_epoch(
 ) -> tuple[SeedState, Events]:
     """Advance the lifecycle clock by one epoch.
 
-    Per stage:
+    First the blend-out freeze is refreshed from the controller (on while it
+    ramps DOWN). Then, per stage:
 
     - GERMINATED: with ``G1`` in ``auto_forward``, ``advance`` to TRAINING.
     - TRAINING: with ``G2`` in ``auto_forward`` and at least
       ``gates.min_blending_epochs`` epochs in the stage, ``advance`` to
       BLENDING.
-    - BLENDING: tick the alpha controller (alpha, ``metrics.current_alpha``
-      and ``metrics.alpha_ramp_step`` follow). Once the target is reached: a
-      target of 0 completes a scheduled prune (:func:`prune` with the pending
-      reason, or ``"scheduled_prune"``); otherwise, with ``G3`` in
-      ``auto_forward`` and (permissive gates or enough epochs in the stage),
-      ``advance`` to HOLDING.
+    - BLENDING: tick the alpha controller (``metrics.alpha_ramp_step``
+      follows). Once the target is reached: a target of 0 completes a
+      scheduled prune (:func:`prune` with the pending reason, or
+      ``"scheduled_prune"``); otherwise, with ``G3`` in ``auto_forward`` and
+      (permissive gates or enough epochs in the stage), ``advance`` to
+      HOLDING.
     - HOLDING, FOSSILIZED, DORMANT: nothing (fossilizing is always explicit).
     - PRUNED -> EMBARGOED at once; EMBARGOED and RESETTING count their own
       epochs and move on after ``gates.embargo_epochs`` and
       ``gates.resetting_epochs`` (at least one each): a pruned slot is DORMANT
-      after ``1 + embargo + resetting`` calls (7 by default).
+      after ``1 + embargo + resetting`` calls (7 by default) when nothing
+      else counts its epochs.
 
     Returns ``(state, events)``; the events of any ``advance``/``prune`` done
     on the way are included.
     """
+    if not isinstance(gates, Gates):
+        raise InvalidArgumentError(f"step_epoch() expects Gates as its second argument; got {type(gates).__name__}")
     levels = _auto_levels(auto_forward)
     stage = state.stage
+    if stage == SeedStage.DORMANT:
+        return state, ()
+    frozen = state.alpha_controller.alpha_mode == AlphaMode.DOWN
+    if frozen != state.blend_out_frozen:
+        state = dataclasses.replace(state, blend_out_frozen=frozen)
     if stage == SeedStage.GERMINATED:
         if GateLevel.G1 in levels:
             new, _, events = advance(state, gates, SeedStage.TRAINING)
@@ -660,10 +754,10 @@ def step_epoch(
         return state, ()
     if stage == SeedStage.BLENDING:
         ctrl, reached = tick(state.alpha_controller)
-        state = _set_alpha(dataclasses.replace(state, alpha_controller=ctrl), ctrl.alpha)
-        ctrl = state.alpha_controller
         state = dataclasses.replace(
-            state, metrics=dataclasses.replace(state.metrics, alpha_ramp_step=ctrl.alpha_steps_done)
+            state,
+            alpha_controller=ctrl,
+            metrics=dataclasses.replace(state.metrics, alpha_ramp_step=ctrl.alpha_steps_done),
         )
         target_reached = reached or (
             ctrl.alpha_mode == AlphaMode.HOLD and abs(ctrl.alpha - ctrl.alpha_target) <= _EPS
