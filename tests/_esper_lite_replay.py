@@ -82,12 +82,6 @@ def seed_param_count(topology: str, blueprint: str, channels: int) -> int:
     return sum(math.prod(shape) for shape in slot.param_shapes["seed"].values())
 
 
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return bool(a == b) and type(a) is not bool or a is b
-
-
 def _expect(where: str, ours: Any, theirs: Any) -> None:
     if isinstance(ours, bool) or isinstance(theirs, bool):
         same = ours is theirs or (ours is None and theirs is None)
