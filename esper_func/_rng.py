@@ -147,24 +147,23 @@ class _ExplicitGenerators(TorchDispatchMode):
         kwargs = dict(kwargs or {})
         if _SEEDED not in func.tags:
             return func(*args, **kwargs)
-        generator = self._generator_for(_device_of(args, kwargs))
         where = _generator_argument(func)
         if where is None:
-            # e.g. rand.default: its sibling overload rand.generator takes one.
-            try:
-                return func.overloadpacket(*args, generator=generator, **kwargs)
-            except RuntimeError as exc:
+            # e.g. rand.default, whose sibling overload rand.generator takes one.
+            if not any(_generator_argument(getattr(func.overloadpacket, name)) for name in func.overloadpacket.overloads()):
                 raise BlueprintError(
                     f"{func} draws random numbers from torch's global RNG and takes no generator, so it cannot "
                     "run while esper_func initialises a module (initialisation must not touch global state); "
                     "draw with an operator that takes a generator (torch.rand, bernoulli_, uniform_, ...)"
-                ) from exc
+                )
+            generator = self._generator_for(_device_of(args, kwargs))
+            return func.overloadpacket(*args, generator=generator, **kwargs)
         index, kwarg_only = where
         if kwarg_only or len(args) <= index:
             if kwargs.get("generator") is None:
-                kwargs["generator"] = generator
+                kwargs["generator"] = self._generator_for(_device_of(args, kwargs))
         elif args[index] is None:
-            args = (*args[:index], generator, *args[index + 1 :])
+            args = (*args[:index], self._generator_for(_device_of(args, kwargs)), *args[index + 1 :])
         return func(*args, **kwargs)
 
 

@@ -444,7 +444,10 @@ def apply(
             per batch element), ``"same"`` (one mask for all), or the default
             ``"error"``, which raises. ``torch.compile`` cannot trace a
             generator, so a compiled training forward with dropout breaks the
-            graph at each dropout.
+            graph at each dropout. Seeds get no generator: the built-in
+            blueprints draw nothing in their forward, and a user blueprint
+            whose forward draws random numbers (its own ``nn.Dropout``)
+            would draw from torch's global RNG.
 
     Returns:
         ``(output, new_buffers)``. In eval mode ``new_buffers`` is ``buffers``

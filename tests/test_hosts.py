@@ -262,7 +262,7 @@ def test_model_key_layout():
 
 
 # ---------------------------------------------------------------------------
-# Initialisation (esper-lite order, torch global RNG)
+# Initialisation (esper-lite order, explicit generators)
 # ---------------------------------------------------------------------------
 
 
