@@ -27,9 +27,12 @@ M = TypeVar("M", bound=nn.Module)
 def on_meta(build: Callable[[], M], *, train: bool = False) -> M:
     """Build a module with every tensor on ``meta`` (no storage), in eval or train mode.
 
-    Wrapped in ``fork_rng`` so that no initialiser touches the global RNG.
+    Meta kernels compute shapes only: initialisers on ``meta`` tensors draw no
+    random numbers and never look at a generator, so building consumes and
+    touches no RNG (no ``fork_rng`` needed, which would itself race with
+    other threads). Safe to call from many threads at once.
     """
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+    with torch.device("meta"):
         return build().train(train)
 
 

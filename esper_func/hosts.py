@@ -53,17 +53,16 @@ this layout for the model and interop code.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esper_func._rng import copy_generator
+from esper_func._rng import DEFAULT_SEED, copy_generator, run_seeded
 from esper_func.errors import DTypeError, EsperFuncError, ParamsMismatchError, ShapeError
 
 __all__ = [
@@ -96,6 +95,8 @@ __all__ = [
     "extra_state_key",
     "parse_model_key",
 ]
+
+M = TypeVar("M", bound=nn.Module)
 
 # ---------------------------------------------------------------------------
 # esper-lite MorphogeneticModel key layout
@@ -370,15 +371,22 @@ class _HostBase:
         return sum(p.numel() for p in self.build_skeleton().parameters())
 
 
-@contextlib.contextmanager
-def _construction(seed: int | None, device: torch.device | str | None) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        if seed is not None:
-            stack.enter_context(torch.random.fork_rng())
-            torch.manual_seed(seed)
-        if device is not None:
-            stack.enter_context(torch.device(device))
-        yield
+def _construct(make: Callable[[], M], seed: int | None, device: torch.device | str | None) -> M:
+    """``make()`` initialised from ``seed`` (``None``: :data:`~esper_func._rng.DEFAULT_SEED`), on ``device``.
+
+    Torch's global RNG is never read or written (safe from many threads).
+    On ``meta`` nothing is drawn. Otherwise the module is built on the CPU
+    with an explicit generator seeded with ``seed`` (the same numbers, in the
+    same order, as building after ``torch.manual_seed(seed)``), then moved
+    to ``device`` (default: torch's default device), so a seed gives the
+    same weights on every device.
+    """
+    target = torch.get_default_device() if device is None else torch.device(device)
+    if target.type == "meta":
+        with torch.device("meta"):  # meta kernels draw nothing and read no generator
+            return make()
+    module = run_seeded(make, DEFAULT_SEED if seed is None else seed)
+    return module if target.type == "cpu" else module.to(target)
 
 
 # ---------------------------------------------------------------------------
@@ -530,14 +538,16 @@ class CNNHost(_HostBase):
     ) -> CNNHostModule:
         """Build the host ``nn.Module``, initialised as esper-lite initialises ``CNNHost``.
 
-        Initialisation draws from torch's global RNG in esper-lite's order
-        (block convs in order, then the classifier). With ``seed``, the draw
-        happens inside ``torch.random.fork_rng()`` after ``manual_seed(seed)``,
-        leaving the caller's RNG state untouched. ``device="meta"`` gives a
-        storage-free skeleton.
+        Torch's default initialisers in esper-lite's order (block convs in
+        order, then the classifier), drawing from an explicit generator seeded
+        with ``seed`` (``None``: a fixed default seed): the weights equal
+        esper-lite's built after ``torch.manual_seed(seed)``, and torch's
+        global RNG is neither read nor written, so threads may build at
+        once. The module is built on the CPU and moved to ``device`` (default:
+        torch's default device); ``device="meta"`` gives a storage-free
+        skeleton and draws nothing.
         """
-        with _construction(seed, device):
-            return CNNHostModule(self)
+        return _construct(lambda: CNNHostModule(self), seed, device)
 
     def example_input(
         self,
@@ -612,8 +622,15 @@ class CNNHostModule(nn.Module):
                     f"max-pools; need at least {need}x{need}"
                 )
 
-    def forward(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
-        """Run surfaces ``start -> stop`` (``stop=None``: to the logits)."""
+    def forward(
+        self, x: Tensor, start: int = 0, stop: int | None = None, rng: torch.Generator | None = None
+    ) -> Tensor:
+        """Run surfaces ``start -> stop`` (``stop=None``: to the logits).
+
+        ``rng`` is accepted for a uniform host interface and unused: the CNN
+        host draws no random numbers.
+        """
+        del rng
         n = len(self._ops)
         start, stop = _check_span(start, stop, n, self._slot_ids)
         self._check_input(x, start)
@@ -634,8 +651,51 @@ class CNNHostModule(nn.Module):
 # ---------------------------------------------------------------------------
 
 
+def _dropout(x: Tensor, module: nn.Dropout, rng: torch.Generator | None) -> Tensor:
+    """``module``'s dropout of ``x``, with its mask drawn from ``rng``.
+
+    Identity in eval mode or at ``p = 0``. In training mode it is inverted
+    dropout, ``x * keep / (1 - p)`` with ``keep = rand >= p`` and ``rand``
+    from ``torch.rand(..., generator=rng)`` on ``x``'s device (``rng`` must
+    live there), so the mask depends on ``rng`` alone: no global state, safe
+    from many threads, and differentiable under ``torch.func.grad``. Under
+    ``torch.func.vmap`` the draw follows vmap's ``randomness`` flag
+    (``"different"``: a mask per batch element; ``"same"``: one shared
+    mask; the default ``"error"`` raises). With ``rng=None`` this is
+    ``module(x)`` (torch's global RNG), for the host module used as a plain
+    ``nn.Module``; esper_func's own forwards always pass a generator.
+    """
+    if not module.training or module.p == 0.0:
+        return x
+    if rng is None:
+        return module(x)
+    keep = torch.rand(x.shape, generator=rng, device=x.device, dtype=torch.float32) >= module.p
+    return x * keep.to(x.dtype) * (1.0 / (1.0 - module.p))
+
+
+def _causal_attention_dropout(q: Tensor, k: Tensor, v: Tensor, p: float, rng: torch.Generator) -> Tensor:
+    """``scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)`` with the mask drawn from ``rng``.
+
+    SDPA's own dropout draws from the global RNG; this is its math path
+    written out (scale ``D ** -0.5``, softmax in at least float32), with the
+    attention weights dropped as :func:`_dropout` drops activations.
+    """
+    t = q.shape[-2]
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    weights = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(dim=-1).to(v.dtype)
+    keep = torch.rand(weights.shape, generator=rng, device=weights.device, dtype=torch.float32) >= p
+    return torch.matmul(weights * keep.to(weights.dtype) * (1.0 / (1.0 - p)), v)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention via ``scaled_dot_product_attention(is_causal=True)``."""
+    """Multi-head causal self-attention via ``scaled_dot_product_attention(is_causal=True)``.
+
+    In training mode with dropout and a generator the attention weights are
+    dropped by :func:`_causal_attention_dropout` instead (SDPA's fused
+    dropout can only draw from the global RNG).
+    """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
         super().__init__()
@@ -647,17 +707,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """Attention of ``x``; dropout (training mode) draws from ``rng`` (see :func:`_dropout`)."""
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout_p if self.training else 0.0, is_causal=True
-        )
+        p = self.dropout_p if self.training else 0.0
+        if p > 0.0 and rng is not None:
+            y = _causal_attention_dropout(q, k, v, p, rng)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
-        return self.resid_dropout(self.c_proj(y))
+        return _dropout(self.c_proj(y), self.resid_dropout, rng)
 
 
 class MLP(nn.Module):
@@ -669,8 +732,9 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * n_embd, n_embd)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+    def forward(self, x: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """The MLP of ``x``; dropout (training mode) draws from ``rng`` (see :func:`_dropout`)."""
+        return _dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, rng)
 
 
 class TransformerBlock(nn.Module):
@@ -683,9 +747,10 @@ class TransformerBlock(nn.Module):
         self.ln2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+    def forward(self, x: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """One block; dropout (training mode) draws from ``rng`` (see :func:`_dropout`)."""
+        x = x + self.attn(self.ln1(x), rng)
+        return x + self.mlp(self.ln2(x), rng)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -784,8 +849,7 @@ class TransformerHost(_HostBase):
         drawn and then replaced by the tied token embedding). ``seed`` and
         ``device`` as in :meth:`CNNHost.build_module`.
         """
-        with _construction(seed, device):
-            return TransformerHostModule(self)
+        return _construct(lambda: TransformerHostModule(self), seed, device)
 
     def example_input(
         self,
@@ -849,17 +913,24 @@ class TransformerHostModule(nn.Module):
                 f"[B, T, {self._n_embd}]; got shape {tuple(x.shape)}"
             )
 
-    def forward(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
-        """Run surfaces ``start -> stop`` (``stop=None``: to the logits)."""
+    def forward(
+        self, x: Tensor, start: int = 0, stop: int | None = None, rng: torch.Generator | None = None
+    ) -> Tensor:
+        """Run surfaces ``start -> stop`` (``stop=None``: to the logits).
+
+        In training mode every dropout draws its mask from ``rng``, in
+        execution order (see :func:`_dropout`); ``rng=None`` uses torch's
+        global RNG as ``nn.Dropout`` does.
+        """
         n = self._n_segments
         start, stop = _check_span(start, stop, n, self._slot_ids)
         self._check_input(x, start)
         h = x
         if start == 0:
             positions = torch.arange(x.shape[1], device=x.device)
-            h = self.drop(self.tok_emb(x) + self.pos_emb(positions))
+            h = _dropout(self.tok_emb(x) + self.pos_emb(positions), self.drop, rng)
         for layer in self.layers[start * self._lps : min(stop, n) * self._lps]:
-            h = layer(h)
+            h = layer(h, rng)
         if stop == n + 1:
             h = self.head(self.ln_f(h))
         return h

@@ -35,7 +35,7 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
-from esper_func._rng import seeded, split_seeds
+from esper_func._rng import run_seeded, split_seeds
 from esper_func.blueprints import Registry, default_registry
 from esper_func.errors import CheckpointError, UnknownBlueprintError
 from esper_func.hosts import (
@@ -404,8 +404,7 @@ def _reference_tensor(params: Params, slot_params: Mapping[str, Mapping[str, Ten
 
 
 def _fresh_gate(slot: Slot, seed: int, reference: Tensor | None) -> dict[str, Tensor]:
-    with seeded(seed):
-        gate = GateNetwork(slot.channels, slot.topology)
+    gate = run_seeded(lambda: GateNetwork(slot.channels, slot.topology), seed)  # the global RNG is untouched
     device = None if reference is None else reference.device
     dtype = None if reference is None else reference.dtype
     return detached_copies(gate.state_dict().items(), device, dtype)

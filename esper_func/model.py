@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from esper_func._rng import seeded, split_seeds
+from esper_func._rng import derive_seed, generator_from_seed, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blueprints import Registry
 from esper_func.errors import (
@@ -96,20 +96,25 @@ class ModelModule(nn.Module):
         self.slots = nn.ModuleDict(dict(slots))
         self.route = route
 
-    def forward(self, x: Tensor, alphas: Tensor | None = None, plan: SweepPlan | None = None) -> Tensor:
-        """The model's output for ``alphas``; or, given a ``plan``, the leaves of a sweep."""
+    def forward(
+        self, x: Tensor, alphas: Tensor | None = None, plan: SweepPlan | None = None, rng: torch.Generator | None = None
+    ) -> Tensor:
+        """The model's output for ``alphas``; or, given a ``plan``, the leaves of a sweep.
+
+        ``rng`` drives the host's dropout in training mode (see :func:`apply`).
+        """
         if plan is not None:
             return self._sweep(x, plan)
         assert alphas is not None
         h, start = x, 0
         for index, surface, slot_id, stage in self.route:
-            h = self.host(h, start, surface)
+            h = self.host(h, start, surface, rng=rng)
             alpha = alphas[..., index]
             if alpha.ndim == 1:
                 alpha = alpha.reshape((h.shape[0],) + (1,) * (h.ndim - 1))
             h = self.slots[slot_id](h, alpha, stage)
             start = surface
-        return self.host(h, start, None)
+        return self.host(h, start, None, rng=rng)
 
     def _sweep(self, x: Tensor, plan: SweepPlan) -> Tensor:
         """Run a prefix tree of alpha settings, folding branches into the batch axis.
@@ -352,8 +357,7 @@ def build_model(
     model = Model(host, order, chosen, stages)
 
     host_seed, *slot_seeds = split_seeds(generator, 1 + len(order))
-    with seeded(host_seed):
-        module = host.build_module()
+    module = host.build_module(seed=host_seed)  # explicit generators; the global RNG is untouched
     host_params = detached_copies(module.named_parameters(), device, dtype)
     host_buffers = detached_copies(module.named_buffers(), device, dtype)
     slot_params = {
@@ -431,7 +435,19 @@ def apply(
             updates its running statistics; dropout is active).
         rng: randomness for dropout in training mode (read, not advanced;
             ``None`` means a fixed default seed, so pass a fresh generator
-            per step).
+            per step). Masks come from ``torch.rand(..., generator=g)`` with
+            ``g`` derived from ``rng`` on ``x``'s device; torch's global RNG
+            is never read or written, so threads may call this at once and
+            get the results they would get one at a time. Differentiable
+            under ``torch.func.grad``. Under ``torch.func.vmap`` a host with
+            dropout follows vmap's ``randomness`` flag: ``"different"`` (a mask
+            per batch element), ``"same"`` (one mask for all), or the default
+            ``"error"``, which raises. ``torch.compile`` cannot trace a
+            generator, so a compiled training forward with dropout breaks the
+            graph at each dropout. Seeds get no generator: the built-in
+            blueprints draw nothing in their forward, and a user blueprint
+            whose forward draws random numbers (its own ``nn.Dropout``)
+            would draw from torch's global RNG.
 
     Returns:
         ``(output, new_buffers)``. In eval mode ``new_buffers`` is ``buffers``
@@ -443,12 +459,11 @@ def apply(
     if not train:
         return _forward(model, params, buffers["host"], alphas, x, train=False), buffers
     new_host_buffers = {k: v.clone() for k, v in buffers["host"].items()}
+    dropout_rng = None
     if isinstance(model.host, TransformerHost) and model.host.dropout > 0:
-        (dropout_seed,) = split_seeds(rng, 1)
-        with seeded(dropout_seed, x.device):
-            out = _forward(model, params, new_host_buffers, alphas, x, train=True)
-    else:
-        out = _forward(model, params, new_host_buffers, alphas, x, train=True)
+        # derive_seed runs no random operator, so this also works inside vmap.
+        dropout_rng = generator_from_seed(derive_seed(rng), x.device)
+    out = _forward(model, params, new_host_buffers, alphas, x, train=True, rng=dropout_rng)
     return out, {"host": new_host_buffers}
 
 
@@ -458,7 +473,14 @@ def predict(model: Model, params: Params, buffers: Buffers, alphas: Tensor, x: T
 
 
 def _forward(
-    model: Model, params: Params, host_buffers: Mapping[str, Tensor], alphas: Tensor, x: Tensor, *, train: bool
+    model: Model,
+    params: Params,
+    host_buffers: Mapping[str, Tensor],
+    alphas: Tensor,
+    x: Tensor,
+    *,
+    train: bool,
+    rng: torch.Generator | None = None,
 ) -> Tensor:
     module = model._runners[int(train)].get()  # type: ignore[attr-defined]
     flat = model.flatten(params, host_buffers)
@@ -467,7 +489,8 @@ def _forward(
     # shape), and the skeleton holds only meta tensors, so nothing can silently
     # fall back to module state. strict=True would only re-walk the module tree
     # on every call (about 1 ms for a 6-layer transformer).
-    return functional_call(module, flat, (x, alphas), strict=False, tie_weights=False)
+    kwargs = None if rng is None else {"rng": rng}
+    return functional_call(module, flat, (x, alphas), kwargs, strict=False, tie_weights=False)
 
 
 # --------------------------------------------------------------------------- structure changes

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from esper_func._rng import seeded, split_seeds
+from esper_func._rng import run_seeded, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blend import blend, straight_through
 from esper_func.blueprints import Blueprint, Registry, zero_init_final_layer
@@ -304,7 +304,8 @@ def germinate_slot(
             affine layer (so the valve starts closed); ``GATE`` adds a gate network.
         generator: source of the initial weights. It is *read, not advanced*:
             the same generator state always gives the same weights, and the
-            caller's generator (like torch's global RNG) is left as it was.
+            caller's generator is left as it was. Torch's global RNG is never
+            read or written (safe to call from many threads at once).
             ``None`` means a fixed default seed.
         device, dtype: where and in what precision the parameters live.
         **blueprint_kwargs: options of the blueprint (an unknown one raises ``TypeError``).
@@ -342,17 +343,24 @@ def init_slot_params(
     """Fresh parameters for ``slot``, initialised as esper-lite initialises the seed.
 
     ``generator`` is read, not advanced (see :func:`germinate_slot`); torch's
-    global RNG is left as it was. Raises :class:`ShapeError` when the seed
-    does not preserve the feature shape.
+    global RNG is never read or written, so threads may germinate at once
+    and get the weights they would get one at a time. Raises
+    :class:`ShapeError` when the seed does not preserve the feature shape.
     """
     kwargs = dict(slot.blueprint_kwargs)
-    (init_seed,) = split_seeds(generator, 1)
-    with seeded(init_seed):
+
+    def build() -> tuple[nn.Module, GateNetwork | None]:
         seed = slot.blueprint.build(slot.channels, **kwargs)
         if slot.algorithm == AlphaAlgorithm.MULTIPLY:
             seed = zero_init_final_layer(seed)
         gate = GateNetwork(slot.channels, slot.topology) if slot.algorithm == AlphaAlgorithm.GATE else None
-    _check_shape_preserving(slot, seed)
+        _check_shape_preserving(slot, seed)
+        return seed, gate
+
+    # Every random draw (the blueprint's initialisers, the gate's, a probe) comes
+    # from a generator derived from ``generator``; torch's global RNG is untouched.
+    (init_seed,) = split_seeds(generator, 1)
+    seed, gate = run_seeded(build, init_seed)
 
     params: SlotParams = {"seed": detached_copies(seed.state_dict().items(), device, dtype)}
     if gate is not None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call, vmap
 
+from esper_func._rng import drawing_from
 from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError
 from esper_func.hosts import (
     BLOCK_END,
@@ -25,9 +26,11 @@ from esper_func.hosts import (
     SEED_PREFIX,
     SLOTS_PREFIX,
     CNNHost,
+    CNNHostModule,
     HostConfigError,
     SegmentRangeError,
     TransformerHost,
+    TransformerHostModule,
     UnknownSlotError,
     extra_state_key,
     gate_key,
@@ -259,7 +262,7 @@ def test_model_key_layout():
 
 
 # ---------------------------------------------------------------------------
-# Initialisation (esper-lite order, torch global RNG)
+# Initialisation (esper-lite order, explicit generators)
 # ---------------------------------------------------------------------------
 
 
@@ -267,40 +270,54 @@ def _same_values(a: dict, b: dict) -> bool:
     return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _draws_after(build, seed: int) -> torch.Tensor:
+    """The next three numbers of a generator seeded with ``seed`` after ``build`` drew from it."""
+    generator = torch.Generator().manual_seed(seed)
+    with drawing_from(generator):
+        build()
+    return torch.rand(3, generator=generator)
+
+
 def test_cnn_init_follows_esper_lite_construction_order():
+    # The host built with seed k has esper-lite's weights under torch.manual_seed(k),
+    # drawn from an explicit generator: the global RNG is neither read nor written.
     host = CNNHost(n_blocks=3, base_channels=4, num_classes=5)
-    torch.manual_seed(3)
-    module = host.build_module()
-    after = torch.rand(3)
-    torch.manual_seed(3)
-    ref: dict[str, torch.Tensor] = {}
-    in_c = 3
-    for i in range(3):
-        conv = nn.Conv2d(in_c, 4 * 2**i, 3, padding=1, bias=False)
-        bn = nn.BatchNorm2d(4 * 2**i)
-        ref[f"blocks.{i}.conv.weight"] = conv.weight
-        ref.update({f"blocks.{i}.bn.{k}": v for k, v in bn.state_dict().items()})
-        in_c = 4 * 2**i
-    fc = nn.Linear(in_c, 5)
-    ref.update({"classifier.weight": fc.weight, "classifier.bias": fc.bias})
+    state = torch.get_rng_state()
+    module = host.build_module(seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        ref: dict[str, torch.Tensor] = {}
+        in_c = 3
+        for i in range(3):
+            conv = nn.Conv2d(in_c, 4 * 2**i, 3, padding=1, bias=False)
+            bn = nn.BatchNorm2d(4 * 2**i)
+            ref[f"blocks.{i}.conv.weight"] = conv.weight
+            ref.update({f"blocks.{i}.bn.{k}": v for k, v in bn.state_dict().items()})
+            in_c = 4 * 2**i
+        fc = nn.Linear(in_c, 5)
+        ref.update({"classifier.weight": fc.weight, "classifier.bias": fc.bias})
+        after = torch.rand(3)
     assert _same_values(module.state_dict(), ref)
-    assert torch.equal(torch.rand(3), after)
+    assert torch.equal(_draws_after(lambda: CNNHostModule(host), 3), after)  # same number of draws
 
 
 def test_transformer_init_follows_esper_lite_construction_order():
     host = TransformerHost(vocab_size=11, n_embd=8, n_head=2, n_layer=2, block_size=7, num_segments=1)
-    torch.manual_seed(5)
-    module = host.build_module()
-    after = torch.rand(3)
-    torch.manual_seed(5)
-    tok, pos = nn.Embedding(11, 8), nn.Embedding(7, 8)
-    layers = [
-        [nn.LayerNorm(8), nn.Linear(8, 24), nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 32), nn.Linear(32, 8)]
-        for _ in range(2)
-    ]
-    ln_f = nn.LayerNorm(8)
-    nn.Linear(8, 11, bias=False)  # the head draws a weight, then esper-lite ties it
-    assert torch.equal(torch.rand(3), after)
+    state = torch.get_rng_state()
+    module = host.build_module(seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        tok, pos = nn.Embedding(11, 8), nn.Embedding(7, 8)
+        layers = [
+            [nn.LayerNorm(8), nn.Linear(8, 24), nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 32), nn.Linear(32, 8)]
+            for _ in range(2)
+        ]
+        ln_f = nn.LayerNorm(8)
+        nn.Linear(8, 11, bias=False)  # the head draws a weight, then esper-lite ties it
+        after = torch.rand(3)
+    assert torch.equal(_draws_after(lambda: TransformerHostModule(host), 5), after)
     sd = module.state_dict()
     assert torch.equal(sd["tok_emb.weight"], tok.weight) and torch.equal(sd["head.weight"], tok.weight)
     assert torch.equal(sd["pos_emb.weight"], pos.weight)

@@ -3,9 +3,12 @@
 Every seed maps ``[B, C, H, W] -> [B, C, H, W]`` and has exactly the
 parameter names, shapes and initialisation of esper-lite's
 ``kasmina/blueprints/cnn.py``, so esper-lite seed weights load by name and a
-seed built under ``torch.manual_seed(k)`` gets the same weights as
-esper-lite's under the same seed (same layers, built in the same order, with
-torch's default initialisers on the global RNG).
+seed built from seed ``k`` gets the same weights as esper-lite's under
+``torch.manual_seed(k)`` (same layers, built in the same order, with torch's
+default initialisers). ``germinate_slot`` runs the build with every draw
+from an explicit generator (``esper_func._rng.run_seeded``), never from
+torch's global RNG; calling a ``build`` function directly is plain module
+construction and draws from the global RNG, as in torch.
 
 All seeds use GroupNorm, never BatchNorm: no buffers, no running statistics,
 and the same function in train and eval mode. Forwards are pure functions of

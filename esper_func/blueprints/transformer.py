@@ -3,8 +3,9 @@
 Every seed maps ``[B, T, C] -> [B, T, C]`` and has exactly the parameter
 names, shapes and initialisation of esper-lite's
 ``kasmina/blueprints/transformer.py`` (same layers built in the same order
-with torch's default initialisers on the global RNG, then the same zero
-inits), so esper-lite seed weights load by name. Every seed is the exact
+with torch's default initialisers, then the same zero inits), so esper-lite
+seed weights load by name; ``germinate_slot`` draws them from an explicit
+generator, never from torch's global RNG. Every seed is the exact
 identity at birth.
 
 ===============  =============================================  =========
@@ -197,8 +198,12 @@ class MLPSeed(nn.Module):
             # The weights are passed in, not read from self during recomputation:
             # under functional_call the module's own tensors are swapped back by
             # the time backward runs, so a closure over self would recompute
-            # with the wrong weights.
-            return x + _activation_checkpoint(_mlp_delta, x, *weights, use_reentrant=False)
+            # with the wrong weights. _mlp_delta draws no random numbers, so the
+            # global RNG state need not be saved and restored around the recompute
+            # (preserve_rng_state=True would read and write it, racing other threads).
+            return x + _activation_checkpoint(
+                _mlp_delta, x, *weights, use_reentrant=False, preserve_rng_state=False
+            )
         return x + _mlp_delta(x, *weights)
 
 
