@@ -232,7 +232,11 @@ def _sync_structure(
         generator = torch.Generator().manual_seed(init_seed + model.index(slot_id))
         model, params = add_seed(model, params, slot_id, registry, blueprint, algorithm=algorithm, generator=generator)
         fresh[slot_id] = True
-    model, params = set_stages(model, params, {sid: s for sid, s in states.items() if sid in model.slot_order})
+    # A GATE seed entering BLENDING gets its gate network, initialised from the epoch's seed.
+    gates_generator = torch.Generator().manual_seed((init_seed + 1) % (2**62))
+    model, params = set_stages(
+        model, params, {sid: s for sid, s in states.items() if sid in model.slot_order}, generator=gates_generator
+    )
     opt_state = state.opt_state
     if params is not state.params:
         opt_state = reinit_like(optimizer, opt_state, params, reset={"slots": fresh})
@@ -295,12 +299,15 @@ def _rollback(
     """
     assert loop.last_good is not None
     _snap_model, snap = loop.last_good
-    states, events = prune_on_rollback(config.governor, state.seeds, reason)
+    # A seed fossilized at the snapshot returns to it whole, weights and lifecycle state alike
+    # (esper-lite's snapshot holds the fossil's _extra_state); every live seed is pruned.
+    current = dict(state.seeds)
     slots = dict(state.params["slots"])
-    for slot_id in slots:
-        seed_state = states.get(slot_id)
-        if seed_state is not None and seed_state.stage == SeedStage.FOSSILIZED and slot_id in snap.params["slots"]:
+    for slot_id, snapped in snap.seeds.items():
+        if snapped.stage == SeedStage.FOSSILIZED and slot_id in snap.params["slots"]:
+            current[slot_id] = snapped
             slots[slot_id] = snap.params["slots"][slot_id]
+    states, events = prune_on_rollback(config.governor, current, reason)
     restored = dataclasses.replace(state, params={"host": snap.params["host"], "slots": slots}, buffers=snap.buffers)
     model, restored = _sync_structure(
         model, restored, states, optimizer=optimizer, registry=registry, germinated={}, init_seed=0

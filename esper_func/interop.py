@@ -56,7 +56,7 @@ from esper_func.hosts import (
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.codec import EXTRA_STATE_VERSION, slot_extra_state, state_from_slot_extra_state
 from esper_func.lifecycle.stages import SeedStage
-from esper_func.lifecycle.state import SeedState, has_seed
+from esper_func.lifecycle.state import SeedState, has_gate, has_seed
 from esper_func.model import Buffers, Model, Params, check_tree
 from esper_func.slot import GateNetwork, Slot, detached_copies
 
@@ -415,7 +415,6 @@ def from_esper_lite(
     host: Host,
     *,
     registry: Registry | None = None,
-    generator: torch.Generator | None = None,
 ) -> tuple[Model, Params, Buffers, dict[str, SeedState]]:
     """Open an esper-lite ``MorphogeneticModel`` checkpoint: structure, tensors and lifecycle.
 
@@ -428,8 +427,6 @@ def from_esper_lite(
             with the same constructor arguments).
         registry: where the seeds' blueprints are looked up (default
             :func:`esper_func.default_registry`).
-        generator: source of the gate networks that esper-lite had not created
-            yet (see below); read, not advanced. ``None``: a fixed seed.
 
     The enabled slots are the slot ids under ``seed_slots.``, in the host's
     execution order. Each needs its ``_extra_state`` (version 1) with every
@@ -441,20 +438,19 @@ def from_esper_lite(
     ``seed.*`` tensors are required. In PRUNED, EMBARGOED and RESETTING
     esper-lite has dropped the module, so there must be no seed tensors.
 
-    A GATE seed's gate (``alpha_schedule.*``) is required from BLENDING on.
-    esper-lite creates it only when blending starts, so in GERMINATED and
-    TRAINING the checkpoint may have none: the gate is then initialised as
-    esper-lite will initialise it (PyTorch's default ``nn.Linear`` init) from
-    a seed drawn from ``generator`` for the slot's position in
-    ``host.slot_ids``. It does not affect predictions there: the slot is the
-    identity in GERMINATED and the straight-through incubator at alpha 0 in
-    TRAINING.
+    A GATE seed has its gate (``alpha_schedule.*``) exactly from BLENDING on,
+    as in esper-lite, which creates it when blending starts; the model's
+    slot follows (``Slot.gated``), and :func:`esper_func.set_stages` gives the
+    seed a fresh gate when it enters BLENDING later.
 
     Returns:
         ``(model, params, buffers, states)``. ``states`` maps each slot id
-        whose ``seed_state`` is not ``None`` to its ``SeedState``; DORMANT
-        (empty) slots are omitted, which :func:`esper_func.alphas_of` reads as
-        alpha 0 and :func:`esper_func.set_stages` leaves alone. Predictions
+        whose ``seed_state`` is not ``None`` to its ``SeedState``, and each
+        slot freed after a prune to a DORMANT state that keeps the last
+        seed's blend settings (esper-lite's slot keeps them);
+        slots that never held a seed are omitted, which
+        :func:`esper_func.alphas_of` reads as alpha 0 and
+        :func:`esper_func.set_stages` leaves alone. Predictions
         equal esper-lite's with ``ef.predict(model, params, buffers,
         ef.alphas_of(model, states), x)``. Tensors are the checkpoint's own.
 
@@ -496,7 +492,6 @@ def from_esper_lite(
     slots: list[Slot | None] = []
     stages: list[SeedStage] = []
     states: dict[str, SeedState] = {}
-    pre_gate: set[str] = set()
     for slot_id in order:
         key = extra_state_key(slot_id)
         if key not in state_dict:
@@ -504,7 +499,7 @@ def from_esper_lite(
                 f"checkpoint is missing {key!r}; esper-lite writes every slot's lifecycle state there "
                 f"(SeedSlot.get_extra_state) and it is needed to rebuild slot {slot_id!r}"
             )
-        state = state_from_slot_extra_state(state_dict[key], topology=host.topology, where=key)
+        state = state_from_slot_extra_state(state_dict[key], topology=host.topology, slot_id=slot_id, where=key)
         if state is not None:
             if state.slot_id != slot_id:
                 raise CheckpointError(f"{key!r} holds the seed state of slot {state.slot_id!r}, expected {slot_id!r}")
@@ -530,14 +525,12 @@ def from_esper_lite(
                 blueprint = registry.get(host.topology, state.blueprint_id)
             except UnknownBlueprintError as exc:
                 raise CheckpointError(f"{key!r}: seed_state.blueprint_id: {exc}") from exc
-            slot = Slot(blueprint, host.slot_channels(slot_id), state.alpha_algorithm)
+            slot = Slot(blueprint, host.slot_channels(slot_id), state.alpha_algorithm, gated=has_gate(state))
             slots.append(slot)
             stages.append(state.stage)
-            if slot.algorithm == AlphaAlgorithm.GATE and state.stage in _PRE_GATE_STAGES:
-                pre_gate.add(slot_id)
         if state is not None:
             states[slot_id] = state
 
     model = Model(host, order, tuple(slots), tuple(stages))
-    params, buffers, absent_gates = _read_tensors(model, state_dict, optional_gates=frozenset(pre_gate))
-    return model, _fill_absent_gates(model, params, absent_gates, generator), buffers, states
+    params, buffers, _ = _read_tensors(model, state_dict)
+    return model, params, buffers, states

@@ -45,7 +45,7 @@ from esper_func.errors import (
 )
 from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
 from esper_func.lifecycle.alpha import AlphaAlgorithm
-from esper_func.lifecycle.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
+from esper_func.lifecycle.stages import GATED_STAGES, SEEDLESS_STAGES, SeedStage, is_active_stage
 from esper_func.slot import (
     SeedFeatures,
     Slot,
@@ -55,6 +55,7 @@ from esper_func.slot import (
     check_slot_params,
     detached_copies,
     germinate_slot,
+    init_gate_params,
     init_slot_params,
 )
 
@@ -530,6 +531,10 @@ def add_seed(
         dtype=None if reference is None else reference.dtype,
         **blueprint_kwargs,
     )
+    if slot.gated and SeedStage(stage) not in GATED_STAGES:
+        # esper-lite gives a GATE seed its gate network when blending starts.
+        slot = dataclasses.replace(slot, gated=False)
+        new_params = {"seed": new_params["seed"]}
     return model.replace_slot(slot_id, slot=slot, stage=stage), _with_slot_params(params, slot_id, new_params)
 
 
@@ -540,13 +545,31 @@ def remove_seed(model: Model, params: Params, slot_id: str, *, stage: SeedStage 
     return model.replace_slot(slot_id, slot=None, stage=stage), {**params, "slots": slots}
 
 
-def set_stages(model: Model, params: Params, stages: Mapping[str, Any]) -> tuple[Model, Params]:
-    """Set per-slot stages from ``SeedState``s (anything with ``.stage``) or ``SeedStage``s.
+def set_stages(
+    model: Model,
+    params: Params,
+    stages: Mapping[str, Any],
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Model, Params]:
+    """Make the model's slots follow per-slot ``SeedState``s (or bare ``SeedStage``s).
 
-    A slot whose new stage has no seed (DORMANT, PRUNED, EMBARGOED,
-    RESETTING) loses its seed and parameters, as esper-lite frees a pruned
-    seed. Returns a new ``(model, params)``.
+    - A slot whose new stage has no seed (DORMANT, PRUNED, EMBARGOED,
+      RESETTING) loses its seed and parameters, as esper-lite frees a pruned
+      seed.
+    - A state's ``alpha_algorithm`` (``set_alpha_target(alpha_algorithm=...)``
+      switches it) becomes the slot's algorithm; the seed keeps its weights.
+    - A GATE seed has its gate network exactly from BLENDING on (esper-lite
+      creates it when blending starts, and when a holding seed is switched to
+      GATE): new gate parameters are initialised from ``generator`` (read, not
+      advanced; each slot draws from its own position), dropped ones vanish.
+
+    Returns a new ``(model, params)``.
+
+    Raises:
+        IllegalTransitionError: a stage with a seed for an empty slot.
     """
+    seeds = split_seeds(generator, len(model.host.slot_ids))
     for slot_id, value in stages.items():
         stage = SeedStage(getattr(value, "stage", value))
         if stage in SEEDLESS_STAGES:
@@ -554,11 +577,29 @@ def set_stages(model: Model, params: Params, stages: Mapping[str, Any]) -> tuple
                 model, params = remove_seed(model, params, slot_id, stage=stage)
             else:
                 model = model.replace_slot(slot_id, slot=None, stage=stage)
-        else:
-            slot = model.slot(slot_id)
-            if slot is None:
-                raise IllegalTransitionError(f"slot {slot_id!r} is empty; it cannot be in stage {stage.name} (add a seed first)")
-            model = model.replace_slot(slot_id, slot=slot, stage=stage)
+            continue
+        slot = model.slot(slot_id)
+        if slot is None:
+            raise IllegalTransitionError(f"slot {slot_id!r} is empty; it cannot be in stage {stage.name} (add a seed first)")
+        algorithm = AlphaAlgorithm(getattr(value, "alpha_algorithm", slot.algorithm))
+        gated = algorithm == AlphaAlgorithm.GATE and stage in GATED_STAGES
+        if (algorithm, gated) != (slot.algorithm, slot.gated):
+            new_slot = dataclasses.replace(slot, algorithm=algorithm, gated=gated)
+            groups = {"seed": params["slots"][slot_id]["seed"]}
+            if gated:
+                old_gate = params["slots"][slot_id].get("gate")
+                if old_gate is None:
+                    reference = next(iter(groups["seed"].values()), next(iter(params["host"].values()), None))
+                    old_gate = init_gate_params(
+                        new_slot,
+                        torch.Generator().manual_seed(seeds[model.host.slot_ids.index(slot_id)]),
+                        device=None if reference is None else reference.device,
+                        dtype=None if reference is None else reference.dtype,
+                    )
+                groups["gate"] = old_gate
+            params = _with_slot_params(params, slot_id, groups)
+            slot = new_slot
+        model = model.replace_slot(slot_id, slot=slot, stage=stage)
     return model, params
 
 
@@ -596,6 +637,7 @@ def model_to_dict(model: Model) -> dict[str, Any]:
                 "blueprint": slot.blueprint_id,
                 "channels": slot.channels,
                 "algorithm": int(slot.algorithm),
+                "gated": bool(slot.gated),
                 "blueprint_kwargs": [[k, v] for k, v in slot.blueprint_kwargs],
             }
         )
@@ -624,7 +666,12 @@ def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
                 continue
             blueprint = registry.get(entry["topology"], entry["blueprint"])
             kwargs = tuple((k, v) for k, v in entry["blueprint_kwargs"])
-            slots.append(Slot(blueprint, int(entry["channels"]), AlphaAlgorithm(entry["algorithm"]), kwargs))
+            # "gated" is absent from structures written before gates followed the stage.
+            gated = entry.get("gated")
+            slots.append(
+                Slot(blueprint, int(entry["channels"]), AlphaAlgorithm(entry["algorithm"]), kwargs,
+                     None if gated is None else bool(gated))
+            )
         return Model(host, tuple(data["slot_order"]), tuple(slots), tuple(SeedStage(s) for s in data["stages"]))
     except UnknownBlueprintError:
         raise

@@ -59,6 +59,7 @@ __all__ = [
     "detached_copies",
     "SlotParams",
     "germinate_slot",
+    "init_gate_params",
     "init_slot_params",
     "slot_apply",
     "is_isolated",
@@ -140,9 +141,17 @@ class SlotModule(nn.Module):
         return SeedFeatures(seed_input, seed_out, gate)
 
     def combine(self, x: Tensor, features: SeedFeatures, alpha: Tensor, stage: int) -> Tensor:
-        """Blend host features ``x`` with precomputed seed ``features`` at ``alpha``."""
+        """Blend host features ``x`` with precomputed seed ``features`` at ``alpha``.
+
+        A GATE seed without its gate network yet (before BLENDING) blends with
+        the gate fully open: a counterfactual alpha in TRAINING then adds the
+        seed as ADD does.
+        """
         seed_input, seed_out, gate = features
-        blended = blend(self.algorithm, x, seed_out, alpha, seed_input=seed_input, gate=gate)
+        algorithm = self.algorithm
+        if algorithm == AlphaAlgorithm.GATE and gate is None:
+            algorithm = int(AlphaAlgorithm.ADD)
+        blended = blend(algorithm, x, seed_out, alpha, seed_input=seed_input, gate=gate)
         if stage != SeedStage.TRAINING:
             return blended
         # The incubator: at alpha 0 (or below, which clamps to 0) the value is the
@@ -160,17 +169,29 @@ class Slot:
         algorithm: how the seed is blended into the host.
         blueprint_kwargs: the keyword arguments given to ``blueprint.build``,
             as a sorted tuple of ``(name, value)`` pairs.
+        gated: whether a GATE seed has its gate network (parameters
+            ``"gate"``). esper-lite creates it when blending starts, so a
+            model's GATE seed has it from BLENDING on
+            (:func:`esper_func.set_stages` adds it); ``None`` means "yes for
+            GATE". Only GATE slots can be gated.
     """
 
     blueprint: Blueprint
     channels: int
     algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD
     blueprint_kwargs: tuple[tuple[str, Hashable], ...] = ()
+    gated: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", AlphaAlgorithm(self.algorithm))
+        if self.gated is None:
+            object.__setattr__(self, "gated", self.algorithm == AlphaAlgorithm.GATE)
+        elif self.gated and self.algorithm != AlphaAlgorithm.GATE:
+            raise InvalidArgumentError(
+                f"only a GATE slot has a gate network; got gated=True with algorithm {self.algorithm.name}"
+            )
         kwargs = dict(self.blueprint_kwargs)
-        gated = self.algorithm == AlphaAlgorithm.GATE
+        gated = bool(self.gated)
         module = on_meta(
             lambda: SlotModule(
                 self.blueprint.build(self.channels, **kwargs),
@@ -196,7 +217,7 @@ class Slot:
         object.__setattr__(self, "_flat_names", flat)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Slot, (self.blueprint, self.channels, self.algorithm, self.blueprint_kwargs))
+        return (Slot, (self.blueprint, self.channels, self.algorithm, self.blueprint_kwargs, self.gated))
 
     @property
     def module(self) -> SlotModule:
@@ -353,7 +374,7 @@ def init_slot_params(
         seed = slot.blueprint.build(slot.channels, **kwargs)
         if slot.algorithm == AlphaAlgorithm.MULTIPLY:
             seed = zero_init_final_layer(seed)
-        gate = GateNetwork(slot.channels, slot.topology) if slot.algorithm == AlphaAlgorithm.GATE else None
+        gate = GateNetwork(slot.channels, slot.topology) if slot.gated else None
         _check_shape_preserving(slot, seed)
         return seed, gate
 
@@ -366,6 +387,23 @@ def init_slot_params(
     if gate is not None:
         params["gate"] = detached_copies(gate.state_dict().items(), device, dtype)
     return params
+
+
+def init_gate_params(
+    slot: Slot,
+    generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Tensor]:
+    """Fresh parameters of ``slot``'s gate network (esper-lite's ``GatedBlend`` init).
+
+    For a GATE seed that gains its gate when blending starts. ``generator`` is
+    read, not advanced; torch's global RNG is not touched.
+    """
+    (init_seed,) = split_seeds(generator, 1)
+    gate = run_seeded(lambda: GateNetwork(slot.channels, slot.topology), init_seed)
+    return detached_copies(gate.state_dict().items(), device, dtype)
 
 
 def detached_copies(

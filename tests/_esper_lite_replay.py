@@ -309,6 +309,10 @@ def replay_lifecycle(trace: Mapping[str, Any], stats: ReplayStats | None = None)
         stats.operations += 1
         where = f"{trace['id']} op {op['i']} {op['op']}({op['args']})"
         raised = op.get("raised")
+        if op["op"] == "schedule_prune" and _lags(previous_after):
+            # esper-lite decides "prune now" from its lagging scalar alpha (deviation "alpha lag").
+            stats.stopped["alpha lag decision"] += 1
+            return stats
         try:
             new, events, returned = apply_op(state, op, gates, trace, stats)
         except _Stop as stop:
@@ -536,6 +540,8 @@ def replay_governor(trace: Mapping[str, Any], stats: ReplayStats | None = None) 
     fossilized = False
     # Slots whose blend settings esper-lite changed in a refused germination (deviation "half-applied").
     diverged: set[str] = set()
+    # Slots whose esper-lite scalar alpha may lag its controller (a zero-step retarget since the last tick).
+    lag_slots: set[str] = set()
     for step in trace["steps"]:
         stats.operations += 1
         where = f"{trace['id']} epoch {step['epoch']}"
@@ -554,8 +560,13 @@ def replay_governor(trace: Mapping[str, Any], stats: ReplayStats | None = None) 
             restored = dict(states)
             for sid, snap in snapshot.items():
                 if snap is not None and snap.stage == S.FOSSILIZED:
-                    # esper-lite loads the fossil's snapshot _extra_state (its load path included).
-                    restored[sid] = ef.state_from_slot_extra_state(ef.slot_extra_state(snap))
+                    # esper-lite loads the fossil's snapshot _extra_state; its set_extra_state restores
+                    # a gate by restarting a "gated" blend, which renames the blend of a switched seed.
+                    loaded = ef.state_from_slot_extra_state(ef.slot_extra_state(snap))
+                    assert loaded is not None
+                    if ef.has_gate(loaded):
+                        loaded = dataclasses.replace(loaded, blend_algorithm_id="gated")
+                    restored[sid] = loaded
             present = {sid: s for sid, s in restored.items() if s is not None}
             pruned, events = prune_on_rollback(config, present, reason)
             accepted = [p["slot"] for p in rollback["prunes"] if p["returned"]]
@@ -599,6 +610,9 @@ def replay_governor(trace: Mapping[str, Any], stats: ReplayStats | None = None) 
                     continue
                 if op["op"] == "germinate":
                     diverged.discard(sid)
+                if op["op"] == "schedule_prune" and sid in lag_slots:
+                    stats.stopped["alpha lag decision"] += 1
+                    return stats
                 try:
                     new, events, _ = apply_op(states[sid], op, gates, trace_for_ops, stats)
                 except ef.EsperFuncError:
@@ -613,7 +627,23 @@ def replay_governor(trace: Mapping[str, Any], stats: ReplayStats | None = None) 
                     stats.stopped["half-applied germinate"] += 1
                     return stats
                 fossilized = fossilized or any(isinstance(e, SeedFossilized) for e in events)
+                before = states[sid]
                 states[sid] = None if new is not None and new.stage == S.DORMANT and not new.seed_id else new
+                after = states[sid]
+                ctrl = None if after is None else after.alpha_controller
+                if op["op"] == "step_epoch" or after is None or not ef.has_seed(after):
+                    lag_slots.discard(sid)
+                if (
+                    after is not None and before is not None and ctrl is not None
+                    and ctrl.alpha_mode == ef.AlphaMode.HOLD and ctrl.alpha_steps_total == 0
+                    and after.alpha != before.alpha and op["op"] != "step_epoch"
+                ):
+                    lag_slots.add(sid)  # a zero-step retarget moved alpha without a tick
+                if (
+                    after is not None and before is not None and op["op"] in ("advance_stage", "step_epoch")
+                    and before.stage == S.TRAINING and after.stage == S.BLENDING and after.blend_tempo_epochs == 0
+                ):
+                    lag_slots.add(sid)  # a zero-tempo blend snapped its controller on entry
         _expect(f"{where}: stages", {sid: None if s is None or s.stage == S.DORMANT else s.stage.name
                                      for sid, s in states.items()}, step["stages"])
         stats.compared += 1

@@ -233,7 +233,7 @@ def test_key_names_and_order_follow_esper_lite(case) -> None:
         seed_names = [k.split(".seed.", 1)[1] for k in slot_keys if k.startswith(f"seed_slots.{sid}.seed.")]
         assert seed_names == list(slot.blueprint.build(slot.channels).state_dict())
         gate_names = [k.split(".alpha_schedule.", 1)[1] for k in slot_keys if k.startswith(f"seed_slots.{sid}.alpha_schedule.")]
-        assert gate_names == (["gate.0.weight", "gate.0.bias", "gate.2.weight", "gate.2.bias"] if slot.algorithm == A.GATE else [])
+        assert gate_names == (["gate.0.weight", "gate.0.bias", "gate.2.weight", "gate.2.bias"] if slot.gated else [])
 
 
 def test_tied_head_is_listed_and_is_the_embedding() -> None:
@@ -334,33 +334,64 @@ def test_dormant_slots_after_a_full_cooldown() -> None:
     extra = sd["seed_slots.r0c0._extra_state"]
     assert extra["seed_state"] is None and extra["blend_algorithm_id"] == "linear"
     assert sd["seed_slots.r0c1._extra_state"]["seed_state"] is None
-    model2, _, _, states2 = from_esper_lite(sd, CNN_HOST)
-    assert model2 == model and states2 == {}
+    model2, params2, buffers2, states2 = from_esper_lite(sd, CNN_HOST)
+    # The freed slot comes back DORMANT with its last seed's blend settings (esper-lite keeps them);
+    # the never-used slot has no state.
+    assert model2 == model and set(states2) == {"r0c0"}
+    freed = states2["r0c0"]
+    assert freed.stage == S.DORMANT and ef.is_free(freed) and not ef.has_seed(freed)
+    assert (freed.blend_algorithm_id, freed.blend_tempo_epochs, freed.topology) == ("linear", TEMPO, "cnn")
+    assert to_state_dict(model2, params2, buffers2, states=states2)["seed_slots.r0c0._extra_state"] == extra
     assert torch.equal(ef.alphas_of(model2, states2), torch.zeros(2))
 
 
 @pytest.mark.parametrize("host", [CNN_HOST, TF_HOST], ids=["cnn", "transformer"])
-def test_gate_missing_before_blending_is_initialised_deterministically(host: Any) -> None:
+def test_a_gate_seed_gains_its_gate_network_when_blending_starts(host: Any) -> None:
+    # esper-lite creates a GATE seed's gate network at BLENDING: before, neither the model
+    # nor the checkpoint has one (esper-lite's strict load would reject the keys).
     sid = host.slot_ids[0]
     model, params, buffers, states = make(host, {sid: ("norm", A.GATE, S.TRAINING)})
+    assert not model.slot(sid).gated and set(params["slots"][sid]) == {"seed"}
     sd = to_state_dict(model, params, buffers, states=states)
-    stripped = {k: v for k, v in sd.items() if ".alpha_schedule." not in k}
-    model2, params2, buffers2, _states2 = from_esper_lite(stripped, host)
-    assert model2 == model
-    gate = params2["slots"][sid]["gate"]
-    assert sorted(gate) == sorted(params["slots"][sid]["gate"])
-    assert same(from_esper_lite(stripped, host)[1], params2)  # deterministic
-    other = from_esper_lite(stripped, host, generator=torch.Generator().manual_seed(7))[1]
+    assert not any(".alpha_schedule." in k for k in sd)
+    assert sd[f"seed_slots.{sid}._extra_state"]["alpha_schedule_config"] is None
+    model2, params2, _buffers2, states2 = from_esper_lite(sd, host)
+    assert model2 == model and set(params2["slots"][sid]) == {"seed"}
+
+    # Entering BLENDING: set_stages adds a fresh gate, deterministically from its generator.
+    blending, result, _ = ef.advance(states2[sid], GATES, S.BLENDING)
+    assert result.passed and ef.has_gate(blending)
+    model3, params3 = ef.set_stages(model2, params2, {sid: blending}, generator=torch.Generator().manual_seed(3))
+    again = ef.set_stages(model2, params2, {sid: blending}, generator=torch.Generator().manual_seed(3))[1]
+    other = ef.set_stages(model2, params2, {sid: blending}, generator=torch.Generator().manual_seed(4))[1]
+    gate = params3["slots"][sid]["gate"]
+    assert model3.slot(sid).gated and sorted(gate) == ["gate.0.bias", "gate.0.weight", "gate.2.bias", "gate.2.weight"]
+    assert same(again, params3)
     assert not torch.equal(other["slots"][sid]["gate"]["gate.0.weight"], gate["gate.0.weight"])
-    # TRAINING at alpha 0 is the incubator: the gate does not change the prediction.
-    x = example(host, 2)
-    alphas = ef.alphas_of(model, states)
-    assert torch.equal(ef.predict(model2, params2, buffers2, alphas, x), ef.predict(model, params, buffers, alphas, x))
-    # From BLENDING on the gate is required.
+    assert params3["slots"][sid]["seed"] is params2["slots"][sid]["seed"]  # the seed keeps its weights
+
+    # From BLENDING on the gate is part of the checkpoint and required.
     model_b, params_b, buffers_b, states_b = make(host, {sid: ("norm", A.GATE, S.BLENDING)})
     sd_b = to_state_dict(model_b, params_b, buffers_b, states=states_b)
+    assert sd_b[f"seed_slots.{sid}._extra_state"]["alpha_schedule_config"]["algorithm_id"] == "gated"
     with pytest.raises(ef.CheckpointError, match=rf"seed_slots\.{sid}\.alpha_schedule\.gate\.0\.weight"):
         from_esper_lite({k: v for k, v in sd_b.items() if ".alpha_schedule." not in k}, host)
+
+
+@pytest.mark.parametrize("switch", [(A.ADD, A.GATE), (A.GATE, A.MULTIPLY), (A.MULTIPLY, A.ADD)])
+def test_switching_the_algorithm_while_holding_gains_or_drops_the_gate(switch: tuple[A, A]) -> None:
+    before, after = switch
+    sid = CNN_HOST.slot_ids[0]
+    model, params, buffers, states = make(CNN_HOST, {sid: ("norm", before, S.HOLDING)})
+    state, _events = ef.set_alpha_target(states[sid], alpha_target=1.0, steps=2, alpha_algorithm=after)
+    assert state.alpha_algorithm == after and ef.has_gate(state) == (after == A.GATE)
+    model2, params2 = ef.set_stages(model, params, {sid: state})
+    assert model2.slot(sid).algorithm == after and model2.slot(sid).gated == (after == A.GATE)
+    assert set(params2["slots"][sid]) == ({"seed", "gate"} if after == A.GATE else {"seed"})
+    assert params2["slots"][sid]["seed"] is params["slots"][sid]["seed"]
+    sd = to_state_dict(model2, params2, buffers, states={sid: state})
+    model3, params3, _, states3 = from_esper_lite(sd, CNN_HOST)
+    assert model3 == model2 and same(params3, params2) and states3[sid].alpha_algorithm == after
 
 
 # --------------------------------------------------------------------------- a hand-built esper-lite checkpoint

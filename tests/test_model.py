@@ -337,7 +337,7 @@ def test_compile_recompiles_once_per_structure_and_never_reuses_a_wrong_graph():
         model, params = ef.add_seed(base, params0, "r0c0", registry(), "conv_light", algorithm=algorithm)
         params = perturbed(params)
         for stage in (S.TRAINING, S.BLENDING, S.GERMINATED):
-            models.append((ef.set_stages(model, params, {"r0c0": stage})[0], params))
+            models.append(ef.set_stages(model, params, {"r0c0": stage}))  # a GATE seed's gate follows the stage
 
     def loss(model, params, alphas):
         keep = sum(t.sum() for t in params["slots"]["r0c0"]["seed"].values()) * 0

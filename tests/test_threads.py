@@ -18,6 +18,7 @@ derived from the caller's. These tests check that:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -237,17 +238,15 @@ def test_train_step_gradients_from_threads_equal_serial() -> None:
 
 
 def test_host_build_and_esper_lite_import_from_threads_equal_serial() -> None:
-    model, params, buffers = ef.build_model(CNN, ("r0c0",))
+    model, params, _buffers = ef.build_model(CNN, ("r0c0",))
     model, params = ef.add_seed(model, params, "r0c0", REG, "norm", algorithm=A.GATE)
-    states = {"r0c0": ef.germinate("r0c0", "norm", algorithm=A.GATE, blend="gated")}
-    full = ef.to_state_dict(model, params, buffers, states=states)
-    # esper-lite has no gate before BLENDING: importing draws a fresh one from the generator.
-    state_dict = {k: v for k, v in full.items() if ".alpha_schedule." not in k}
+    # A GATE seed gets a fresh gate network from the generator when blending starts.
+    blending = dataclasses.replace(ef.germinate("r0c0", "norm", algorithm=A.GATE, blend="gated"), stage=ef.SeedStage.BLENDING)
     shared = gen(17)
     jobs: list[Callable[[], Any]] = [
         lambda: CNN.build_module(seed=3).state_dict(),
         lambda: TFM.build_module(seed=4).state_dict(),
-        lambda: ef.from_esper_lite(state_dict, CNN, generator=shared)[1],
+        lambda: ef.set_stages(model, params, {"r0c0": blending}, generator=shared)[1],
     ]
     assert "gate" in jobs[2]()["slots"]["r0c0"]
     assert_threads_equal_serial(jobs)

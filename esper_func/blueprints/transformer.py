@@ -59,17 +59,28 @@ __all__ = [
 ]
 
 
+def _under_vmap(t: Tensor) -> bool:
+    """Whether ``t`` is being batched by ``torch.func.vmap`` (at any level of nested transforms)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
+
+
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Causal softmax attention on ``[..., T, D]`` tensors with scale ``D ** -0.5``.
 
-    On CUDA this is ``F.scaled_dot_product_attention(..., is_causal=True)``
-    (fused kernels). Elsewhere it is written out: ``softmax(q k^T / sqrt(D) +
-    causal mask) v`` with the mask made on the fly and the softmax in at least
-    float32. The explicit form is used off CUDA because the CPU fused kernel
-    has no ``vmap`` batching rule (vmap would fall back to a slow per-sample
-    loop and warn); both compute the same function.
+    ``F.scaled_dot_product_attention(..., is_causal=True)``, as esper-lite
+    computes it, so imported seeds predict bitwise as there. Under
+    ``torch.func.vmap`` on the CPU the fused kernel has no batching rule (vmap
+    would fall back to a slow per-sample loop and warn), so there it is
+    written out: ``softmax(q k^T / sqrt(D) + causal mask) v`` with the mask
+    made on the fly and the softmax in at least float32; the same function,
+    rounded differently (about 1e-6).
     """
-    if q.is_cuda:
+    if q.is_cuda or torch.compiler.is_compiling() or not _under_vmap(q):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     t = q.shape[-2]
     scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)

@@ -501,7 +501,6 @@ def seed_state_from_esper_lite(
     blend = from_extra("blend_algorithm_id", str, blend_default)
     if gate_config is not None:
         gate_steps = _check_schedule_config(gate_config, algorithm)
-        blend = "gated"  # esper-lite restores a gate by restarting a "gated" blend
     state = SeedState(
         slot_id=_decode_value(str, _get(data, "slot_id"), "slot_id", ""),
         seed_id=_decode_value(str, _get(data, "seed_id"), "seed_id", ""),
@@ -602,9 +601,15 @@ _EXTRA_KEYS: Final[tuple[str, ...]] = (
 )
 
 
-def state_from_slot_extra_state(extra: Any, *, topology: str = "cnn", where: str = "_extra_state") -> SeedState | None:
-    """The lifecycle state in a slot's esper-lite ``_extra_state``; ``None`` for a free slot.
+def state_from_slot_extra_state(
+    extra: Any, *, topology: str = "cnn", slot_id: str = "", where: str = "_extra_state"
+) -> SeedState | None:
+    """The lifecycle state in a slot's esper-lite ``_extra_state``.
 
+    ``None`` for a slot that never held a seed. A slot freed after a prune
+    (no ``seed_state``, but the last seed's blend settings) is a DORMANT state
+    with those settings and empty seed and blueprint ids, so that
+    :func:`slot_extra_state` writes the slot back as esper-lite saved it.
     Every key esper-lite 2016337e writes is required (as its
     ``set_extra_state`` requires them); ``topology`` is used when the slot
     recorded none.
@@ -630,7 +635,20 @@ def state_from_slot_extra_state(extra: Any, *, topology: str = "cnn", where: str
     if raw is None:
         if extra["alpha_schedule_config"] is not None:
             raise CheckpointError(f"{where!r} has an alpha_schedule_config but no seed_state")
-        return None
+        if extra["blend_algorithm_id"] is None:
+            return None
+        freed = SeedState(
+            slot_id=_decode_value(str, slot_id, "slot_id", ""),
+            seed_id="",
+            blueprint_id="",
+            blend_algorithm_id=_decode_value(str, extra["blend_algorithm_id"], f"{where}.blend_algorithm_id", ""),
+            blend_tempo_epochs=_decode_value(int, extra["blend_tempo_epochs"], f"{where}.blend_tempo_epochs", ""),
+            blend_alpha_target=_decode_value(
+                float, extra["blend_alpha_target"], f"{where}.blend_alpha_target", "SeedState.blend_alpha_target"
+            ),
+            topology=topology if extra["resolved_topology"] is None else extra["resolved_topology"],
+        )
+        return _check_consistent(freed, f"{where}.")
     try:
         state = seed_state_from_esper_lite(raw, extra=extra, topology=topology)
     except CheckpointError as exc:

@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVE_STAGES",
     "FAILURE_STAGES",
     "SEEDLESS_STAGES",
+    "GATED_STAGES",
     "is_valid_transition",
     "is_active_stage",
     "is_failure_stage",
@@ -78,6 +79,9 @@ FAILURE_STAGES: Final = frozenset({_S.PRUNED, _S.EMBARGOED, _S.RESETTING})
 
 #: Stages in which the slot holds no seed module (esper-lite: ``seed is None``).
 SEEDLESS_STAGES: Final = FAILURE_STAGES | {_S.UNKNOWN, _S.DORMANT}
+
+#: Stages in which a GATE seed has its gate network (esper-lite creates it when blending starts).
+GATED_STAGES: Final = frozenset({_S.BLENDING, _S.HOLDING, _S.FOSSILIZED})
 
 
 def is_valid_transition(from_stage: SeedStage, to_stage: SeedStage) -> bool:

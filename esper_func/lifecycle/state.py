@@ -33,7 +33,7 @@ from typing import Final
 
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController
-from esper_func.lifecycle.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
+from esper_func.lifecycle.stages import GATED_STAGES, SEEDLESS_STAGES, SeedStage, is_active_stage
 
 __all__ = [
     "AUTO_PRUNE_REASONS",
@@ -66,9 +66,6 @@ NO_SEED_STAGES: Final[frozenset[SeedStage]] = SEEDLESS_STAGES
 
 #: esper-lite's default ``SeedTelemetry.max_epochs``.
 DEFAULT_TELEMETRY_MAX_EPOCHS: Final[int] = 25
-
-#: Stages in which a GATE seed has its gate network (esper-lite creates it when blending starts).
-_GATED_STAGES: Final = frozenset({SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
 
 
 def _clamp10(x: float) -> float:
@@ -270,7 +267,7 @@ def has_gate(state: SeedState) -> bool:
     when ``set_alpha_target`` switches a holding seed to GATE) and drops it
     with the seed or when the algorithm is switched away from GATE.
     """
-    return state.alpha_algorithm == AlphaAlgorithm.GATE and state.stage in _GATED_STAGES
+    return state.alpha_algorithm == AlphaAlgorithm.GATE and state.stage in GATED_STAGES
 
 
 def trainable(state: SeedState) -> bool:
