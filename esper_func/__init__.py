@@ -41,7 +41,9 @@ from esper_func.errors import CheckpointError as CheckpointError
 from esper_func.errors import DTypeError as DTypeError
 from esper_func.errors import EsperFuncError as EsperFuncError
 from esper_func.errors import IllegalTransitionError as IllegalTransitionError
+from esper_func.errors import MissingDependencyError as MissingDependencyError
 from esper_func.errors import ParamsMismatchError as ParamsMismatchError
+from esper_func.errors import RunDirectoryError as RunDirectoryError
 from esper_func.errors import ShapeError as ShapeError
 from esper_func.errors import UnknownBlueprintError as UnknownBlueprintError
 from esper_func.errors import UnknownTopologyError as UnknownTopologyError

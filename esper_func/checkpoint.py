@@ -75,7 +75,7 @@ from typing import Any, Final
 import torch
 from torch import Tensor
 
-from esper_func.errors import CheckpointError, DTypeError, InvalidArgumentError
+from esper_func.errors import CheckpointError, DTypeError, InvalidArgumentError, MissingDependencyError
 
 __all__ = [
     "FORMAT",
@@ -111,8 +111,8 @@ def _safetensors() -> Any:
     try:
         import safetensors.torch as st
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "esper_func checkpoints need the 'safetensors' package: pip install 'esper-func[demo]'"
+        raise MissingDependencyError(
+            "esper_func checkpoints need the 'safetensors' package, which is not installed: pip install 'esper-func[demo]'"
         ) from exc
     return st
 

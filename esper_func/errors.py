@@ -21,6 +21,8 @@ __all__ = [
     "ParamsMismatchError",
     "IllegalTransitionError",
     "CheckpointError",
+    "RunDirectoryError",
+    "MissingDependencyError",
 ]
 
 
@@ -69,3 +71,12 @@ class IllegalTransitionError(EsperFuncError, ValueError):
 
 class CheckpointError(EsperFuncError, ValueError):
     """A checkpoint that is corrupt, of an unknown version, or does not fit the model."""
+
+
+class RunDirectoryError(EsperFuncError, ValueError):
+    """A run directory that cannot be used as asked: it holds files the run does not own,
+    already holds a run, is in use by another process, or cannot be written."""
+
+
+class MissingDependencyError(EsperFuncError, ImportError):
+    """An optional package (safetensors, matplotlib, scikit-learn) that a feature needs is not installed."""
