@@ -378,7 +378,9 @@ def save_checkpoint(
     The checkpoint is numbered one past the highest existing one. Previous
     checkpoints stay loadable whatever happens during the save, a kill or a
     power loss included (see the module docstring); on an exception the
-    exception propagates and what this save wrote is removed. When this
+    exception propagates and what this save wrote is removed -- unless
+    ``LATEST`` had already been switched, when only the final fsync of the
+    directory failed: then the new checkpoint (complete) stays. When this
     function returns, the new checkpoint is on stable storage.
 
     Raises:
@@ -454,13 +456,20 @@ def _prune(root: Path, keep: int, *, current: Path) -> None:
         if stale.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
             with contextlib.suppress(OSError):
                 shutil.rmtree(stale) if stale.is_dir() else os.unlink(stale)
+    trashed = []
     for old in list_checkpoints(root)[:-keep]:
         if old == current:
             continue
         trash = root / f"{_TRASH_PREFIX}{old.name}-{secrets.token_hex(4)}"
         with contextlib.suppress(OSError):
             os.rename(old, trash)
-            shutil.rmtree(trash)
+            trashed.append(trash)
+    if trashed:
+        # Durable before anything is deleted: a power cut can never bring back a half-deleted ckpt-NNNNNN.
+        with contextlib.suppress(OSError):
+            _fsync_dir(root)
+        for trash in trashed:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- recognising formats
