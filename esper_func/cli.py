@@ -185,10 +185,10 @@ def _require_for_training(dataset: str) -> None:
 class Console:
     """Progress bar, event lines and tables; only rank 0 prints."""
 
-    def __init__(self, stream: TextIO = sys.stdout, *, enabled: bool = True) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
+        self.stream = sys.stdout if stream is None else stream  # looked up now: stdout may be redirected
         self.enabled = enabled
-        self.tty = enabled and stream.isatty()
+        self.tty = enabled and self.stream.isatty()
 
     def line(self, text: str = "") -> None:
         if self.enabled:
@@ -513,19 +513,6 @@ def _demo(args: argparse.Namespace) -> int:
         world.finish()
 
 
-def _complete_checkpoints(directory: Path) -> list[Path]:
-    from esper_func.checkpoint import list_checkpoints, verify_checkpoint
-
-    complete = []
-    for ckpt in list_checkpoints(directory):
-        try:
-            verify_checkpoint(ckpt)
-        except CheckpointError:
-            continue
-        complete.append(ckpt)
-    return complete
-
-
 def _check_is_run(out: Path) -> None:
     """Raise unless ``out`` is a directory holding a run (a manifest or a checkpoint directory)."""
     from esper_func.runs import MANIFEST_FILE
@@ -551,6 +538,7 @@ def _open_run(out: Path, command: str, *, notes: bool = True) -> tuple[Any, Any]
             or a complete checkpoint that cannot be used.
     """
     import esper_func as ef
+    from esper_func.checkpoint import list_checkpoints
     from esper_func.runs import load_run, read_manifest
 
     _check_is_run(out)
@@ -559,8 +547,10 @@ def _open_run(out: Path, command: str, *, notes: bool = True) -> tuple[Any, Any]
     try:
         saved = load_run(checkpoints, registry=ef.default_registry(), recover=True)
     except CheckpointError:
-        nothing_complete = not checkpoints.is_dir() or not _complete_checkpoints(checkpoints)
-        if nothing_complete and manifest is not None and manifest.config is not None:
+        # A checkpoint directory only ever gets its ckpt-NNNNNN name once complete, so none at all means
+        # the run was stopped before its first save finished: start over. Damaged ones are refused, not
+        # trained over (they may still be repaired by hand).
+        if not list_checkpoints(checkpoints) and manifest is not None and manifest.config is not None:
             return manifest, None
         raise
     if notes:
@@ -837,11 +827,12 @@ def _import(args: argparse.Namespace) -> int:
     host = _host_from_args(args)
     try:
         model, params, buffers, states = ef.from_esper_lite(state_dict, host)
-    except EsperFuncError:
-        raise
-    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"cannot import {path} into a {type(host).__name__}: {type(exc).__name__}: {detail}") from None
+    except (EsperFuncError, KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:400]
+        kind = "" if isinstance(exc, EsperFuncError) else f"{type(exc).__name__}: "
+        raise CheckpointError(
+            f"cannot import {path} into {host}: {kind}{detail} (pass the host esper-lite used with --host and --host-arg)"
+        ) from None
     optimizer = ef.optim.sgd(0.0)
     state = init_train_state(model, params, buffers, optimizer=optimizer, seeds=states)
     try:
@@ -876,6 +867,8 @@ def _import(args: argparse.Namespace) -> int:
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: ``esper-func <command>: <message>``, exit 2."""
 
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
@@ -899,7 +892,7 @@ def _directory_arg(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     from esper_func import __version__
 
     parser = _Parser(prog=PROG, description="Grow, blend and attribute seed modules in a host network.")
@@ -936,8 +929,9 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--host", choices=["cnn", "transformer"], default="cnn", help="the host esper-lite used")
     imp.add_argument("--host-arg", action="append", metavar="KEY=VALUE", help="a host constructor argument (repeatable)")
     imp.set_defaults(run=_import)
-    for command in (demo, resume, sweep, imp):
-        command.prog = f"{PROG} {command.prog.split()[-1]}"
+    parser.commands = {"demo": demo, "resume": resume, "sweep": sweep, "import-esper-lite": imp}
+    for name, command in parser.commands.items():
+        command.prog = f"{PROG} {name}"
     return parser
 
 
@@ -958,7 +952,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     one line on stderr: ``esper-func <command>: <message>``. An interrupt
     returns 130. Anything else is a bug and propagates with its traceback.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, so the message names the command
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     command = f"{PROG} {args.command}"
     try:
         return int(args.run(args))
