@@ -501,13 +501,14 @@ def _demo(args: argparse.Namespace) -> int:
             )
             try:
                 return _train(out, config, data, world, model, state, None, console=console, claim=claim)
-            except BaseException:
+            except BaseException as exc:
                 if claim is not None and not claim.committed:
+                    replaced = claim.replaced
                     left = claim.rollback()
                     if left:
-                        _note("demo", f"could not restore {', '.join(left)} in {claim.replaced}")
-                    elif args.overwrite:
-                        _note("demo", f"the run that was in {out} has been put back")
+                        exc.add_note(f"{', '.join(left)} of the replaced run could not be put back; they are in {replaced}")
+                    elif replaced is not None:
+                        exc.add_note(f"the run that was in {out} has been put back")
                 raise
     finally:
         world.finish()
@@ -941,6 +942,9 @@ def _one_line(exc: BaseException) -> str:
         text = f"{exc.strerror}:{where}" if where else exc.strerror
     else:
         text = str(exc) or type(exc).__name__
+    notes = getattr(exc, "__notes__", None) or []
+    if notes:
+        text += f" ({'; '.join(notes)})"
     return " ".join(text.split())
 
 
@@ -962,8 +966,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EsperFuncError, ImportError, OSError) as exc:
         print(f"{command}: {_one_line(exc)}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted; every checkpoint already written is intact", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        exc.add_note("every checkpoint already written is intact")
+        print(f"{command}: interrupted ({'; '.join(exc.__notes__)})", file=sys.stderr, flush=True)
         return 130
 
 

@@ -428,13 +428,16 @@ def test_overwrite_replaces_only_the_run_and_puts_it_back_if_the_new_run_fails(
     shutil.copytree(reference, out)
     before = snapshot(out)
 
-    def failing_save(*args: Any, **kwargs: Any) -> None:
-        raise OSError(28, "No space left on device")
+    for failure, status in ((OSError(28, "No space left on device"), 2), (KeyboardInterrupt(), 130)):
 
-    monkeypatch.setattr("esper_func.runs.save_run", failing_save)
-    rc, _, err = call("demo", "--epochs", "1", *SYNTH, "--out", str(out), "--overwrite", capsys=capsys)
-    assert rc == 2 and "No space left on device" in err and "has been put back" in err
-    assert snapshot(out) == before  # the old run is back, byte for byte
+        def failing_save(*args: Any, failure: BaseException = failure, **kwargs: Any) -> None:
+            raise failure
+
+        monkeypatch.setattr("esper_func.runs.save_run", failing_save)
+        rc, _, err = call("demo", "--epochs", "1", *SYNTH, "--out", str(out), "--overwrite", capsys=capsys)
+        assert rc == status and len(err.splitlines()) == 1 and err.startswith("esper-func demo: "), err
+        assert "has been put back" in err
+        assert snapshot(out) == before  # the old run is back, byte for byte
     monkeypatch.undo()
     rc, _, err = call("demo", "--epochs", "1", *SYNTH, "--out", str(out), "--overwrite", capsys=capsys)
     assert rc == 0, err
