@@ -514,13 +514,15 @@ def lock_run_directory(directory: str | os.PathLike[str]) -> Iterator[None]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
                 raise RunDirectoryError(
                     f"{directory} is in use by another esper-func process (pid {holder}); "
                     "wait for it to finish, or use another directory"
                 ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         yield
     finally:
         os.close(fd)
