@@ -516,7 +516,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _check_is_run(out: Path) -> None:
     """Raise unless ``out`` is a directory holding a run (a manifest or a checkpoint directory)."""
-    from esper_func.runs import MANIFEST_FILE
+    from esper_func.runs import MANIFEST_FILE, interrupted_overwrite_hint
 
     if not os.path.lexists(out):
         raise RunDirectoryError(f"there is no run at {out}: the directory does not exist")
@@ -525,7 +525,7 @@ def _check_is_run(out: Path) -> None:
     if not (out / MANIFEST_FILE).exists() and not _checkpoints(out).exists():
         raise RunDirectoryError(
             f"{out} holds no esper-func run (neither {MANIFEST_FILE} nor checkpoints/); pass a directory made by "
-            "'esper-func demo --out' or 'esper-func import-esper-lite'"
+            "'esper-func demo --out' or 'esper-func import-esper-lite'" + interrupted_overwrite_hint(out)
         )
 
 

@@ -600,6 +600,7 @@ def _check_can_claim(root: Path, *, overwrite: bool, command: str) -> RunManifes
                 f"{root} is not empty and is not an esper-func run directory (it has no {MANIFEST_FILE}); "
                 f"it holds {_describe(foreign)}. A new run needs a missing or empty directory"
                 + ("; --overwrite only ever replaces a run's own files" if overwrite else "")
+                + interrupted_overwrite_hint(root)
             )
         return None
     if not overwrite:
@@ -615,6 +616,21 @@ def _check_can_claim(root: Path, *, overwrite: bool, command: str) -> RunManifes
             f"Only a run's own files are replaced; move these out of the directory, or choose another one"
         )
     return manifest
+
+
+def interrupted_overwrite_hint(directory: str | os.PathLike[str]) -> str:
+    """A sentence pointing at runs an interrupted ``--overwrite`` left moved aside (empty when none)."""
+    root = Path(directory)
+    try:
+        aside = sorted(e.name for e in root.iterdir() if e.name.startswith(REPLACED_PREFIX) and e.is_dir())
+    except OSError:
+        return ""
+    if not aside:
+        return ""
+    return (
+        f". An interrupted --overwrite left the previous run's files in {', '.join(aside)}; "
+        "move them back to resume that run, or remove them"
+    )
 
 
 def check_run_directory(directory: str | os.PathLike[str], *, overwrite: bool, command: str = "demo") -> None:
@@ -647,10 +663,12 @@ def claim_run_directory(
     except OSError as exc:
         raise RunDirectoryError(f"cannot create {root}: {exc.strerror or exc}; choose a writable directory") from None
     claim = RunClaim(root, manifest)
-    movable = [
-        e for e in sorted(root.iterdir())
-        if e.name != LOCK_FILE and not e.name.startswith(REPLACED_PREFIX) and not e.is_symlink()
-    ]
+    # The manifest goes first: a kill part-way leaves a directory that is no longer claimed as a run
+    # (its checkpoints still resume as a run without a manifest), never a manifest without its files.
+    movable = sorted(
+        (e for e in root.iterdir() if e.name != LOCK_FILE and not e.name.startswith(REPLACED_PREFIX) and not e.is_symlink()),
+        key=lambda e: (e.name != MANIFEST_FILE, e.name),
+    )
     if movable:
         stage = root / f"{REPLACED_PREFIX}{secrets.token_hex(4)}"
         os.mkdir(stage)

@@ -190,3 +190,23 @@ def test_manifest_round_trip_and_atomic_writes(tmp_path: Path) -> None:
     write_atomic(tmp_path / "f", b"one")
     write_atomic(tmp_path / "f", b"two")
     assert (tmp_path / "f").read_bytes() == b"two" and sorted(os.listdir(tmp_path)) == sorted(["f", MANIFEST_FILE])
+
+
+def test_a_kill_part_way_through_moving_a_run_aside_loses_nothing_and_says_where_it_is(tmp_path: Path) -> None:
+    """Simulate a kill after each rename of an --overwrite's staging: the files are all somewhere, and a
+    directory without its manifest is never treated as a new, empty run."""
+    make_run(tmp_path / "ref")
+    names = sorted(n for n in os.listdir(tmp_path / "ref") if n != LOCK_FILE)
+    order = sorted(names, key=lambda n: (n != MANIFEST_FILE, n))
+    assert order[0] == MANIFEST_FILE
+    for moved in range(1, len(order)):
+        root = tmp_path / f"kill-{moved}"
+        make_run(root)
+        aside = root / f"{REPLACED_PREFIX}dead"
+        aside.mkdir()
+        for name in order[:moved]:
+            os.rename(root / name, aside / name)
+        assert read_manifest(root) is None  # no longer claimed as a run
+        with pytest.raises(ef.RunDirectoryError, match=rf"interrupted --overwrite left the previous run's files in {REPLACED_PREFIX}dead"):
+            claim_run_directory(root, MANIFEST, overwrite=True)
+        assert sorted([*os.listdir(aside), *(n for n in os.listdir(root) if n not in (LOCK_FILE, aside.name))]) == names
