@@ -44,7 +44,9 @@ from esper_func.errors import EsperFuncError as EsperFuncError
 from esper_func.errors import IllegalTransitionError as IllegalTransitionError
 from esper_func.errors import InvalidArgumentError as InvalidArgumentError
 from esper_func.errors import InvalidTypeError as InvalidTypeError
+from esper_func.errors import MissingDependencyError as MissingDependencyError
 from esper_func.errors import ParamsMismatchError as ParamsMismatchError
+from esper_func.errors import RunDirectoryError as RunDirectoryError
 from esper_func.errors import ShapeError as ShapeError
 from esper_func.errors import TrainingDivergedError as TrainingDivergedError
 from esper_func.errors import UnknownBlueprintError as UnknownBlueprintError

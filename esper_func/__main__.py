@@ -2,6 +2,10 @@
 
 import sys
 
-from esper_func.cli import main
+try:
+    from esper_func.cli import main
+except KeyboardInterrupt:  # interrupted while importing torch: nothing was started
+    print("esper-func: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -13,25 +13,52 @@ Commands:
 
 Under ``torchrun`` the training commands run data-parallel (see
 ``docs/scaling.md``).
+
+Every user error (a bad argument, a directory that cannot be used, a
+damaged checkpoint, a missing optional package) is reported as one line on
+stderr, ``esper-func <command>: <what is wrong and what is allowed>``, with
+exit status 2; nothing already saved is lost. The run directory layout and
+its guarantees are described in :mod:`esper_func.runs`: ``--overwrite``
+replaces only a run's own files, a second writer is locked out, and
+``resume`` continues from the newest complete checkpoint after a crash at
+any point (or starts over when there is none).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import torch
 import torch.nn.functional as F
 
+from esper_func.errors import (
+    CheckpointError,
+    EsperFuncError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    RunDirectoryError,
+)
+
 __all__ = ["main"]
 
+PROG = "esper-func"
 DEFAULT_OUT = "runs/demo"
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**63 - 1
+#: ``(image channels, classes)`` of the built-in datasets.
+DATASET_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 10), "synthetic": (1, 4)}
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- run configuration
@@ -52,6 +79,44 @@ class RunConfig:
     n_blocks: int = 2
     min_blending_epochs: int = 3
     permissive_gates: bool = True
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int):
+                low = 0 if f.name in ("seed", "min_blending_epochs") else 1
+                high = MAX_SEED if f.name == "seed" else MAX_EPOCHS if f.name == "epochs" else 2**31 - 1
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise InvalidArgumentError(f"{f.name} must be a whole number from {low} to {high}; got {value!r}")
+            elif f.type in ("float", float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                    raise InvalidArgumentError(f"{f.name} must be a finite number >= 0; got {value!r}")
+            elif f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise InvalidArgumentError(f"{f.name} must be true or false; got {value!r}")
+        if self.dataset not in DATASET_SHAPES:
+            raise InvalidArgumentError(f"dataset must be one of {sorted(DATASET_SHAPES)}; got {self.dataset!r}")
+        if self.lr <= 0:
+            raise InvalidArgumentError(f"lr must be > 0; got {self.lr!r}")
+
+    @classmethod
+    def from_dict(cls, stored: Any, where: str) -> RunConfig:
+        """Rebuild a stored configuration; a missing field takes its default.
+
+        Raises:
+            CheckpointError: not a dict, an unknown field, or a value of the
+                wrong type or out of range (the message names ``where`` and the field).
+        """
+        if not isinstance(stored, Mapping):
+            raise CheckpointError(f"{where}: the run configuration must be a JSON object; got {type(stored).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(stored) - known)
+        if unknown:
+            raise CheckpointError(f"{where}: the run configuration has unknown field(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**dict(stored))
+        except InvalidArgumentError as exc:
+            raise CheckpointError(f"{where}: the run configuration is invalid: {exc}") from None
 
     def host(self, data: Any) -> Any:
         import esper_func as ef
@@ -90,10 +155,28 @@ def _load_data(name: str, seed: int) -> Any:
     import esper_func as ef
 
     if name == "digits":
+        _require("sklearn", "scikit-learn", "the 'digits' dataset")
         return ef.data.load_digits(seed=seed)
     if name == "synthetic":
-        return ef.data.synthetic_images(600, classes=4, size=8, seed=seed)
-    raise SystemExit(f"esper-func: unknown dataset {name!r}; choose 'digits' or 'synthetic'")
+        return ef.data.synthetic_images(600, classes=DATASET_SHAPES["synthetic"][1], size=8, seed=seed)
+    raise InvalidArgumentError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_SHAPES)}")
+
+
+def _require(module: str, package: str, purpose: str) -> None:
+    """Import ``module`` now, so a missing optional package is reported before any work is done."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{purpose} needs the '{package}' package, which is not installed: pip install 'esper-func[demo]'"
+        ) from None
+
+
+def _require_for_training(dataset: str) -> None:
+    _require("safetensors.torch", "safetensors", "saving checkpoints")
+    _require("matplotlib.pyplot", "matplotlib", "the PNG report")
+    if dataset == "digits":
+        _require("sklearn", "scikit-learn", "the 'digits' dataset")
 
 
 # --------------------------------------------------------------------------- output
@@ -102,10 +185,10 @@ def _load_data(name: str, seed: int) -> Any:
 class Console:
     """Progress bar, event lines and tables; only rank 0 prints."""
 
-    def __init__(self, stream: TextIO = sys.stdout, *, enabled: bool = True) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
+        self.stream = sys.stdout if stream is None else stream  # looked up now: stdout may be redirected
         self.enabled = enabled
-        self.tty = enabled and stream.isatty()
+        self.tty = enabled and self.stream.isatty()
 
     def line(self, text: str = "") -> None:
         if self.enabled:
@@ -164,14 +247,73 @@ def _epoch_line(record: Mapping[str, Any], seconds: float) -> str:
     )
 
 
+METRICS_FILE = "metrics.jsonl"
+REPORT_FILE = "report.png"
+
+
+def _metrics_bytes(records: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode("utf-8")
+
+
 def _write_metrics(out: Path, records: Sequence[Mapping[str, Any]]) -> Path:
-    path = out / "metrics.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-    tmp.replace(path)
+    """Replace ``metrics.jsonl`` with ``records``, atomically and durably."""
+    from esper_func.runs import write_atomic
+
+    path = out / METRICS_FILE
+    write_atomic(path, _metrics_bytes(records))
     return path
+
+
+def _write_report(out: Path, records: Sequence[Mapping[str, Any]], title: str) -> Path:
+    """Draw ``report.png`` into a temporary file and rename it into place."""
+    import secrets
+
+    from esper_func.checkpoint import _fsync_dir
+    from esper_func.report import write_report
+    from esper_func.runs import TMP_PREFIX
+
+    path = out / REPORT_FILE
+    tmp = out / f"{TMP_PREFIX}{secrets.token_hex(4)}-{REPORT_FILE}"
+    try:
+        write_report(records, tmp, title=title)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    _fsync_dir(out)
+    return path
+
+
+def _trim_rank_log(path: Path, epochs_done: int) -> None:
+    """Keep the lines of a rank log for epochs ``<= epochs_done`` (and stop at a torn line).
+
+    Each rank appends its line before rank 0 writes the epoch's checkpoint,
+    so a crash in between leaves lines for epochs the resumed run trains
+    again; they are dropped here, before the log is appended to.
+    """
+    from esper_func.runs import write_atomic
+
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    kept: list[tuple[int, bytes]] = []
+    for line in data.splitlines(keepends=True):
+        try:
+            epoch = json.loads(line)["epoch"]
+        except (ValueError, KeyError, TypeError):
+            break
+        if not line.endswith(b"\n") or isinstance(epoch, bool) or not isinstance(epoch, int):
+            break
+        # An epoch written again (a run resumed from an earlier checkpoint) replaces what followed it.
+        kept = [(e, text) for e, text in kept if e < epoch]
+        if epoch <= epochs_done:
+            kept.append((epoch, line))
+    trimmed = b"".join(text for _, text in kept)
+    if trimmed != data:
+        write_atomic(path, trimmed)
 
 
 def _summary(console: Console, model: Any, state: Any, records: Sequence[Mapping[str, Any]]) -> None:
@@ -198,56 +340,84 @@ def _summary(console: Console, model: Any, state: Any, records: Sequence[Mapping
     console.line(f"\nfinal validation accuracy {100 * last['val_accuracy']:.1f}% (best {100 * best:.1f}%) after {last['epoch']} epochs")
 
 
+# --------------------------------------------------------------------------- ranks
+
+
+def _all_ranks_ok(world: Any, ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (one all-reduce when launched by torchrun)."""
+    if not world.launched:
+        return ok
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=world.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=world.group)
+    return bool(flag.item())
+
+
+def _together(world: Any, fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` on this rank; if it fails on any rank, raise on every rank (no rank is left waiting)."""
+    error: BaseException | None = None
+    result: Any = None
+    try:
+        result = fn()
+    except (EsperFuncError, OSError) as exc:
+        error = exc
+    if not _all_ranks_ok(world, error is None):
+        if error is not None:
+            raise error
+        raise RunDirectoryError("another rank could not go on (see its message); nothing was changed here")
+    return result
+
+
 # --------------------------------------------------------------------------- training commands
+
+
+def _checkpoints(out: Path) -> Path:
+    from esper_func.runs import CHECKPOINTS_DIR
+
+    return out / CHECKPOINTS_DIR
+
+
+def _rank_log_names(world: Any) -> tuple[str, ...]:
+    # Mirrors distributed.RankLog: rank logs are written when torchrun set RANK.
+    return tuple(f"rank{r}.jsonl" for r in range(world.size)) if "RANK" in os.environ else ()
 
 
 def _train(
     out: Path,
     config: RunConfig,
+    data: Any,
+    world: Any,
+    model: Any,
+    state: Any,
+    loop: Any,
     *,
-    resume: bool,
     console: Console,
+    claim: Any = None,
 ) -> int:
+    """Train from ``(model, state, loop)`` to ``config.epochs``, checkpointing after every epoch."""
     import esper_func as ef
     from esper_func import distributed
     from esper_func.fit import epochs as run_epochs
-    from esper_func.report import write_report
-    from esper_func.runs import load_run, save_run
-    from esper_func.train import init_train_state
+    from esper_func.runs import save_run
 
-    world = distributed.from_environment()
-    console.enabled = console.enabled and world.rank == 0
     registry = ef.default_registry()
-    data = _load_data(config.dataset, config.seed)
     optimizer = config.optimizer()
-    checkpoints = out / "checkpoints"
-    if resume:
-        saved = load_run(checkpoints, registry=registry)
-        model, state, loop = saved.restore(optimizer)
-        console.line(f"resuming {out} after epoch {loop.epoch}, training to epoch {config.epochs}")
-    else:
-        host = config.host(data)
-        model, params, buffers = ef.build_model(host, host.slot_ids, generator=torch.Generator().manual_seed(config.seed))
-        state = init_train_state(model, params, buffers, optimizer=optimizer, key=config.seed)
-        loop = None
-        console.line(
-            f"esper-func demo: {config.dataset} ({data.x_train.shape[0]} train / {data.x_val.shape[0]} validation), "
-            f"{host}, slots {', '.join(host.slot_ids)}, {config.epochs} epochs"
-            + (f", {world.size} ranks" if world.size > 1 else "")
-        )
     world.check_consistent(model, registry)
     fit_config = config.fit_config()
-    out.mkdir(parents=True, exist_ok=True)
     extra = {"run_config": dataclasses.asdict(config)}
     started = time.perf_counter()
     epoch_start = started
     records = list(loop.records) if loop is not None else []
+    done = loop.epoch if loop is not None else 0
+    if world.rank == 0:
+        _write_metrics(out, records)  # what the checkpoint holds: repairs a crash between save and metrics
+    _trim_rank_log(out / f"rank{world.rank}.jsonl", done)
     rank_log = distributed.RankLog(out, world.rank)
     steps = run_epochs(
         model, state, data, optimizer=optimizer, config=fit_config, registry=registry,
         controller=config.controller(), loss_fn=F.cross_entropy, loop=loop, reducer=world.reducer(),
-        rank=world.rank, world_size=world.size,
-        on_step=console.progress((loop.epoch + 1) if loop is not None else 1, config.epochs),
+        rank=world.rank, world_size=world.size, on_step=console.progress(done + 1, config.epochs),
     )
     for model, state, loop, record in steps:
         console.end_progress()
@@ -263,66 +433,275 @@ def _train(
         records.append(record)
         rank_log.write(record, state)
         if world.rank == 0:
-            save_run(checkpoints, model, state, loop, extra=extra)
+            save_run(_checkpoints(out), model, state, loop, extra=extra)
+            if claim is not None:
+                claim.commit()  # the new run has a checkpoint: a run it replaced can go now
             _write_metrics(out, records)
-    if not records:
-        console.line(f"nothing to do: the run already has {config.epochs} epochs")
-        return 0
-    if world.rank == 0:
-        write_report(records, out / "report.png", title=f"esper-func {config.dataset}, seed {config.seed}")
+    if world.rank == 0 and records:
+        _write_report(out, records, title=f"esper-func {config.dataset}, seed {config.seed}")
         _summary(console, model, state, records)
         console.line(
-            f"{time.perf_counter() - started:.1f}s; wrote {out / 'metrics.jsonl'}, {out / 'report.png'}, {checkpoints}"
+            f"{time.perf_counter() - started:.1f}s; wrote {out / METRICS_FILE}, {out / REPORT_FILE}, {_checkpoints(out)}"
         )
-    world.finish()
     return 0
 
 
+def _note(command: str, text: str) -> None:
+    print(f"{PROG} {command}: note: {text}", file=sys.stderr, flush=True)
+
+
 def _demo(args: argparse.Namespace) -> int:
+    import esper_func as ef
+    from esper_func import distributed
+    from esper_func.checkpoint import _make_dirs
+    from esper_func.runs import (
+        CHECKPOINTS_DIR,
+        RunManifest,
+        check_run_directory,
+        claim_run_directory,
+        lock_run_directory,
+    )
+    from esper_func.train import init_train_state
+
     config = RunConfig(epochs=args.epochs, seed=args.seed, dataset=args.dataset)
     out = Path(args.out)
-    if (out / "checkpoints").exists() and not args.overwrite:
-        raise SystemExit(
-            f"esper-func: {out} already holds a run; use 'esper-func resume {out}', another --out, or --overwrite"
-        )
-    if args.overwrite and out.exists():
-        import shutil
+    _require_for_training(config.dataset)
+    world = distributed.from_environment()
+    console = Console(enabled=world.rank == 0)
+    claim = None
+    try:
+        # Every rank looks before rank 0 writes, so that all ranks see the same directory.
+        _together(world, lambda: check_run_directory(out, overwrite=args.overwrite))
+        data = _together(world, lambda: _load_data(config.dataset, config.seed))
+        with contextlib.ExitStack() as stack:
+            manifest = RunManifest(
+                kind="trained",
+                owns=(CHECKPOINTS_DIR, METRICS_FILE, REPORT_FILE, *_rank_log_names(world)),
+                config=dataclasses.asdict(config),
+            )
 
-        shutil.rmtree(out)
-    return _train(out, config, resume=False, console=Console())
+            def claim_directory() -> Any:
+                try:
+                    _make_dirs(out)
+                except OSError as exc:
+                    raise RunDirectoryError(f"cannot create {out}: {exc.strerror or exc}; choose a writable --out") from None
+                stack.enter_context(lock_run_directory(out))
+                return claim_run_directory(out, manifest, overwrite=args.overwrite)
+
+            claim = _together(world, claim_directory if world.rank == 0 else lambda: None)
+            host = config.host(data)
+            model, params, buffers = ef.build_model(
+                host, host.slot_ids, generator=torch.Generator().manual_seed(config.seed)
+            )
+            state = init_train_state(model, params, buffers, optimizer=config.optimizer(), key=config.seed)
+            console.line(
+                f"esper-func demo: {config.dataset} ({data.x_train.shape[0]} train / {data.x_val.shape[0]} validation), "
+                f"{host}, slots {', '.join(host.slot_ids)}, {config.epochs} epochs"
+                + (f", {world.size} ranks" if world.size > 1 else "")
+            )
+            try:
+                return _train(out, config, data, world, model, state, None, console=console, claim=claim)
+            except BaseException as exc:
+                if claim is not None and not claim.committed:
+                    replaced = claim.replaced
+                    left = claim.rollback()
+                    if left:
+                        exc.add_note(f"{', '.join(left)} of the replaced run could not be put back; they are in {replaced}")
+                    elif replaced is not None:
+                        exc.add_note(f"the run that was in {out} has been put back")
+                raise
+    finally:
+        world.finish()
+
+
+def _check_is_run(out: Path) -> None:
+    """Raise unless ``out`` is a directory holding a run (a manifest or a checkpoint directory)."""
+    from esper_func.runs import MANIFEST_FILE, interrupted_overwrite_hint
+
+    if not os.path.lexists(out):
+        raise RunDirectoryError(f"there is no run at {out}: the directory does not exist")
+    if not out.is_dir():
+        raise RunDirectoryError(f"{out} is not a directory; pass a run directory (as given to 'demo --out')")
+    if not (out / MANIFEST_FILE).exists() and not _checkpoints(out).exists():
+        raise RunDirectoryError(
+            f"{out} holds no esper-func run (neither {MANIFEST_FILE} nor checkpoints/); pass a directory made by "
+            "'esper-func demo --out' or 'esper-func import-esper-lite'" + interrupted_overwrite_hint(out)
+        )
+
+
+def _open_run(out: Path, command: str, *, notes: bool = True) -> tuple[Any, Any]:
+    """``(manifest, saved)`` for the run in ``out``; ``saved`` is ``None`` when no checkpoint is complete
+    and the manifest holds a configuration to start over from.
+
+    Raises:
+        RunDirectoryError: ``out`` holds no run.
+        CheckpointError: no complete checkpoint and nothing to start over from,
+            or a complete checkpoint that cannot be used.
+    """
+    import esper_func as ef
+    from esper_func.checkpoint import list_checkpoints
+    from esper_func.runs import load_run, read_manifest
+
+    _check_is_run(out)
+    manifest = read_manifest(out)
+    checkpoints = _checkpoints(out)
+    try:
+        saved = load_run(checkpoints, registry=ef.default_registry(), recover=True)
+    except CheckpointError:
+        # A checkpoint directory only ever gets its ckpt-NNNNNN name once complete, so none at all means
+        # the run was stopped before its first save finished: start over. Damaged ones are refused, not
+        # trained over (they may still be repaired by hand).
+        if not list_checkpoints(checkpoints) and manifest is not None and manifest.config is not None:
+            return manifest, None
+        raise
+    if notes:
+        for name, reason in saved.skipped:
+            _note(command, f"passed over {name}: {reason}")
+    return manifest, saved
+
+
+def _resume_target(out: Path, manifest: Any, saved: Any, epochs: int | None) -> tuple[RunConfig, int]:
+    """``(config, epochs done)`` for resuming: the checkpoint's configuration (or the manifest's when
+    starting over), with ``epochs`` as the new total."""
+    from esper_func.runs import MANIFEST_FILE
+
+    if manifest is not None and manifest.kind != "trained":
+        raise RunDirectoryError(
+            f"{out} is an imported run ({MANIFEST_FILE} says {manifest.kind!r}); it has no training "
+            "configuration, so it can be swept ('esper-func sweep') but not resumed"
+        )
+    if saved is None:
+        config = RunConfig.from_dict(manifest.config, str(out / MANIFEST_FILE))
+        done = 0
+    else:
+        stored = saved.extra.get("run_config")
+        if stored is None:
+            raise RunDirectoryError(
+                f"{out} has no training configuration (an imported checkpoint?); "
+                "it can be swept ('esper-func sweep') but not resumed"
+            )
+        config = RunConfig.from_dict(stored, f"{saved.path / 'meta.json'} (extra.run_config)")
+        done = saved.epoch
+    if epochs is not None:
+        if epochs <= done:
+            raise InvalidArgumentError(
+                f"the run in {out} already has {done} epoch{'' if done == 1 else 's'}; --epochs is the total "
+                f"to train to, so it must be greater than {done} (got {epochs})"
+            )
+        config = dataclasses.replace(config, epochs=epochs)
+    return config, done
+
+
+def _repair_outputs(out: Path, records: Sequence[Mapping[str, Any]], config: RunConfig) -> None:
+    """Bring ``metrics.jsonl`` and ``report.png`` in line with the checkpoint's records (after a crash)."""
+    metrics = out / METRICS_FILE
+    expected = _metrics_bytes(records)
+    stale = not metrics.is_file() or metrics.read_bytes() != expected
+    if stale:
+        _write_metrics(out, records)
+    if records and (stale or not (out / REPORT_FILE).is_file()):
+        _write_report(out, records, title=f"esper-func {config.dataset}, seed {config.seed}")
 
 
 def _resume(args: argparse.Namespace) -> int:
     import esper_func as ef
-    from esper_func.runs import load_run
+    from esper_func import distributed
+    from esper_func.runs import CHECKPOINTS_DIR, RunManifest, lock_run_directory, write_manifest
+    from esper_func.train import init_train_state
 
     out = Path(args.dir)
-    saved = load_run(out / "checkpoints", registry=ef.default_registry())
-    stored = saved.extra.get("run_config")
-    if stored is None:
-        raise SystemExit(
-            f"esper-func: {out} has no training configuration (an imported checkpoint?); "
-            "it can be swept ('esper-func sweep') but not resumed"
-        )
-    config = dataclasses.replace(RunConfig(**stored), epochs=args.epochs if args.epochs is not None else stored["epochs"])
-    return _train(out, config, resume=True, console=Console())
+    _require("safetensors.torch", "safetensors", "loading checkpoints")
+    world = distributed.from_environment()
+    console = Console(enabled=world.rank == 0)
+    try:
+        with contextlib.ExitStack() as stack:
+
+            def lock() -> None:
+                _check_is_run(out)
+                stack.enter_context(lock_run_directory(out))
+
+            _together(world, lock if world.rank == 0 else lambda: None)
+            manifest, saved = _together(world, lambda: _open_run(out, "resume", notes=world.rank == 0))
+            config, done = _resume_target(out, manifest, saved, args.epochs)
+            _require_for_training(config.dataset)
+            if done >= config.epochs:
+                _, _, loop = saved.restore(None)
+                if world.rank == 0:
+                    _repair_outputs(out, loop.records, config)
+                console.line(
+                    f"nothing to do: the run in {out} already has {done} of {config.epochs} epochs; "
+                    f"pass --epochs N with N > {done} to train further"
+                )
+                return 0
+            data = _together(world, lambda: _load_data(config.dataset, config.seed))
+            if saved is None:
+                if world.rank == 0:
+                    _note("resume", f"no complete checkpoint in {_checkpoints(out)}; starting the run over")
+                host = config.host(data)
+                model, params, buffers = ef.build_model(
+                    host, host.slot_ids, generator=torch.Generator().manual_seed(config.seed)
+                )
+                state = init_train_state(model, params, buffers, optimizer=config.optimizer(), key=config.seed)
+                loop = None
+                console.line(f"starting {out} over, training to epoch {config.epochs}")
+            else:
+                model, state, loop = saved.restore(config.optimizer())
+                console.line(f"resuming {out} after epoch {loop.epoch}, training to epoch {config.epochs}")
+
+            def record_ownership() -> None:
+                owns = (CHECKPOINTS_DIR, METRICS_FILE, REPORT_FILE, *_rank_log_names(world))
+                if manifest is None:  # a run written before run directories had a manifest
+                    write_manifest(out, RunManifest(kind="trained", owns=owns, config=dataclasses.asdict(config)))
+                elif not set(owns) <= set(manifest.owns):
+                    write_manifest(out, manifest.owning(*owns))
+
+            _together(world, record_ownership if world.rank == 0 else lambda: None)
+            return _train(out, config, data, world, model, state, loop, console=console)
+    finally:
+        world.finish()
 
 
 # --------------------------------------------------------------------------- sweep
 
 
+def _check_data_fits(model: Any, data: Any, dataset: str, out: Path) -> None:
+    import esper_func as ef
+
+    host = model.host
+    channels, classes = int(data.x_val.shape[1]), int(data.num_classes)
+    if not isinstance(host, ef.CNNHost):
+        raise InvalidArgumentError(
+            f"the run in {out} has a {type(host).__name__}; the built-in datasets ({', '.join(sorted(DATASET_SHAPES))}) "
+            "are images, which only a CNNHost takes"
+        )
+    if (channels, classes) != (host.in_channels, host.num_classes):
+        fits = [n for n, shape in DATASET_SHAPES.items() if shape == (host.in_channels, host.num_classes)]
+        known = "; ".join(f"{n}: {c} channel(s), {k} classes" for n, (c, k) in DATASET_SHAPES.items())
+        raise InvalidArgumentError(
+            f"dataset {dataset!r} ({channels} channel(s), {classes} classes) does not fit the run's model "
+            f"(in_channels={host.in_channels}, num_classes={host.num_classes}); "
+            + (f"use --data {' or '.join(fits)}" if fits else f"none of the built-in datasets fits it ({known})")
+        )
+
+
 def _sweep(args: argparse.Namespace) -> int:
     import esper_func as ef
-    from esper_func.runs import load_run
 
     out = Path(args.dir)
-    saved = load_run(out / "checkpoints", registry=ef.default_registry())
-    stored = saved.extra.get("run_config") or {}
-    dataset = args.data or stored.get("dataset")
+    _require("safetensors.torch", "safetensors", "loading checkpoints")
+    _, saved = _open_run(out, "sweep")
+    if saved is None:
+        raise CheckpointError(f"no complete checkpoint in {_checkpoints(out)}; there is nothing to sweep yet")
+    stored = saved.extra.get("run_config")
+    config = RunConfig.from_dict(stored, f"{saved.path / 'meta.json'} (extra.run_config)") if stored is not None else None
+    dataset = args.data or (config.dataset if config is not None else None)
     if dataset is None:
-        raise SystemExit("esper-func: this run does not name its data; pass --data digits|synthetic")
-    data = _load_data(dataset, int(stored.get("seed", 0)))
+        raise InvalidArgumentError(
+            f"the run in {out} does not name its data; pass --data {' or --data '.join(sorted(DATASET_SHAPES))}"
+        )
+    data = _load_data(dataset, config.seed if config is not None else 0)
     model, state, _ = saved.restore(None)
+    _check_data_fits(model, data, dataset, out)
     seeded = [sid for sid in model.seeded if model.stage(sid) != ef.SeedStage.GERMINATED]
     console = Console()
     if not seeded:
@@ -383,50 +762,95 @@ def _sweep(args: argparse.Namespace) -> int:
 def _host_from_args(args: argparse.Namespace) -> Any:
     import esper_func as ef
 
+    cls = ef.CNNHost if args.host == "cnn" else ef.TransformerHost
+    known = sorted(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
     fields: dict[str, Any] = {}
     for item in args.host_arg or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"esper-func: --host-arg takes KEY=VALUE, got {item!r}")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--host-arg takes KEY=VALUE (KEY one of {known}); got {item!r}")
+        if known and key not in known:
+            raise InvalidArgumentError(f"--host-arg {key!r} is not a {cls.__name__} argument; known: {known}")
         try:
             fields[key] = json.loads(value)
         except json.JSONDecodeError:
             fields[key] = value
-    cls = ef.CNNHost if args.host == "cnn" else ef.TransformerHost
     try:
         return cls(**fields)
-    except TypeError as exc:
-        raise SystemExit(f"esper-func: bad --host-arg for {cls.__name__}: {exc}") from exc
+    except EsperFuncError as exc:
+        raise InvalidArgumentError(f"bad --host-arg for {cls.__name__}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"bad --host-arg for {cls.__name__}: {exc} (known arguments: {known})") from None
+
+
+def _read_esper_lite(path: Path) -> Mapping[str, Any]:
+    """The state dict in an esper-lite checkpoint file (``torch.load`` with ``weights_only=True``)."""
+    if not path.is_file():
+        raise InvalidArgumentError(
+            f"{path} is not a file; pass the torch file holding an esper-lite MorphogeneticModel state dict"
+            if path.exists() else f"{path} does not exist; pass the torch file holding an esper-lite state dict"
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unsafe or corrupt files
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(
+            f"cannot read {path} as a weights-only torch checkpoint (a torch.save file of tensors): {detail}"
+        ) from None
+    if isinstance(loaded, Mapping):
+        for key in ("model_state_dict", "state_dict", "model"):
+            if key in loaded and isinstance(loaded[key], Mapping):
+                return loaded[key]
+        return loaded
+    raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict (a dict of tensors)")
 
 
 def _import(args: argparse.Namespace) -> int:
     import esper_func as ef
+    from esper_func.checkpoint import _make_dirs
     from esper_func.fit import LoopState
-    from esper_func.runs import save_run
+    from esper_func.runs import (
+        CHECKPOINTS_DIR,
+        RunManifest,
+        check_run_directory,
+        claim_run_directory,
+        lock_run_directory,
+        save_run,
+    )
     from esper_func.train import init_train_state
 
+    _require("safetensors.torch", "safetensors", "saving checkpoints")
     path = Path(args.checkpoint)
-    if not path.is_file():
-        raise SystemExit(f"esper-func: {path} is not a file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unsafe or corrupt files
-        raise SystemExit(f"esper-func: cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
-    state_dict = loaded
-    if isinstance(loaded, Mapping):
-        for key in ("model_state_dict", "state_dict", "model"):
-            if key in loaded and isinstance(loaded[key], Mapping):
-                state_dict = loaded[key]
-                break
+    out = Path(args.dir)
+    command = "import-esper-lite"
+    check_run_directory(out, overwrite=False, command=command)  # refuse before reading anything big
+    state_dict = _read_esper_lite(path)
     host = _host_from_args(args)
-    model, params, buffers, states = ef.from_esper_lite(state_dict, host)
+    try:
+        model, params, buffers, states = ef.from_esper_lite(state_dict, host)
+    except (EsperFuncError, KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:400]
+        kind = "" if isinstance(exc, EsperFuncError) else f"{type(exc).__name__}: "
+        raise CheckpointError(
+            f"cannot import {path} into {host}: {kind}{detail} (pass the host esper-lite used with --host and --host-arg)"
+        ) from None
     optimizer = ef.optim.sgd(0.0)
     state = init_train_state(model, params, buffers, optimizer=optimizer, seeds=states)
-    out = Path(args.dir)
-    save_run(out / "checkpoints", model, state, LoopState(last_good=(model, state)),
-             extra={"imported_from": str(path), "host": type(host).__name__})
+    try:
+        _make_dirs(out)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create {out}: {exc.strerror or exc}; choose a writable directory") from None
+    with lock_run_directory(out):
+        claim = claim_run_directory(out, RunManifest(kind="imported", owns=(CHECKPOINTS_DIR,)), command=command)
+        try:
+            save_run(_checkpoints(out), model, state, LoopState(last_good=(model, state)),
+                     extra={"imported_from": str(path), "host": type(host).__name__})
+        except BaseException:
+            claim.rollback()
+            raise
+        claim.commit()
     console = Console()
-    console.line(f"imported {path} into {out / 'checkpoints'}")
+    console.line(f"imported {path} into {_checkpoints(out)}")
     console.table(
         ["slot", "blueprint", "stage", "alpha"],
         [
@@ -441,49 +865,111 @@ def _import(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="esper-func", description="Grow, blend and attribute seed modules in a host network."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``esper-func <command>: <message>``, exit 2."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _directory_arg(text: str) -> str:
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be a directory path (not empty, no NUL characters); got {text!r}")
+    return text
+
+
+def _parser() -> _Parser:
+    from esper_func import __version__
+
+    parser = _Parser(prog=PROG, description="Grow, blend and attribute seed modules in a host network.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,resume,sweep,import-esper-lite}")
+    epochs = _whole_number(1, MAX_EPOCHS)
+    datasets = sorted(DATASET_SHAPES)
 
     demo = sub.add_parser("demo", help="train a small CNN on handwritten digits, growing seeds")
-    demo.add_argument("--epochs", type=int, default=RunConfig.epochs, help=f"epochs (default {RunConfig.epochs})")
-    demo.add_argument("--seed", type=int, default=0, help="seed for data split, order and weights (default 0)")
-    demo.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    demo.add_argument("--dataset", choices=["digits", "synthetic"], default="digits", help="built-in data (default digits)")
-    demo.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    demo.add_argument("--epochs", type=epochs, default=RunConfig.epochs, help=f"epochs (default {RunConfig.epochs})")
+    demo.add_argument("--seed", type=_whole_number(0, MAX_SEED), default=0,
+                      help="seed for data split, order and weights (default 0)")
+    demo.add_argument("--out", type=_directory_arg, default=DEFAULT_OUT,
+                      help=f"output directory: missing, empty, or a run to --overwrite (default {DEFAULT_OUT})")
+    demo.add_argument("--dataset", choices=datasets, default="digits", help="built-in data (default digits)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace the run in --out (only the run's own files; refused if anything else is there)")
     demo.set_defaults(run=_demo)
 
-    resume = sub.add_parser("resume", help="continue a run from its checkpoint")
-    resume.add_argument("dir", help="the run directory (as given to demo --out)")
-    resume.add_argument("--epochs", type=int, default=None, help="train until this many epochs in total")
+    resume = sub.add_parser("resume", help="continue a run from its newest complete checkpoint")
+    resume.add_argument("dir", type=_directory_arg, help="the run directory (as given to demo --out)")
+    resume.add_argument("--epochs", type=epochs, default=None,
+                        help="train until this many epochs in total (more than the run has)")
     resume.set_defaults(run=_resume)
 
     sweep = sub.add_parser("sweep", help="attribution table for a run's seeds")
-    sweep.add_argument("dir", help="the run directory")
-    sweep.add_argument("--data", choices=["digits", "synthetic"], default=None, help="validation data (default: the run's)")
+    sweep.add_argument("dir", type=_directory_arg, help="the run directory")
+    sweep.add_argument("--data", choices=datasets, default=None, help="validation data (default: the run's)")
     sweep.set_defaults(run=_sweep)
 
     imp = sub.add_parser("import-esper-lite", help="import an esper-lite MorphogeneticModel checkpoint")
     imp.add_argument("checkpoint", help="a torch file holding the esper-lite state dict")
-    imp.add_argument("dir", help="the run directory to create")
+    imp.add_argument("dir", type=_directory_arg, help="the run directory to create (missing or empty)")
     imp.add_argument("--host", choices=["cnn", "transformer"], default="cnn", help="the host esper-lite used")
     imp.add_argument("--host-arg", action="append", metavar="KEY=VALUE", help="a host constructor argument (repeatable)")
     imp.set_defaults(run=_import)
+    parser.commands = {"demo": demo, "resume": resume, "sweep": sweep, "import-esper-lite": imp}
+    for name, command in parser.commands.items():
+        command.prog = f"{PROG} {name}"
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``esper-func`` console script (exit 2 on bad input, with a message)."""
-    from esper_func.errors import EsperFuncError
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror}:{where}" if where else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    notes = getattr(exc, "__notes__", None) or []
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    return " ".join(text.split())
 
-    args = _parser().parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``esper-func`` console script.
+
+    Returns 0 on success and 2 on a user error (bad arguments, an unusable
+    directory, a damaged checkpoint, a missing optional package), reported as
+    one line on stderr: ``esper-func <command>: <message>``. An interrupt
+    returns 130. Anything else is a bug and propagates with its traceback.
+    """
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, so the message names the command
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    command = f"{PROG} {args.command}"
     try:
         return int(args.run(args))
-    except (EsperFuncError, FileNotFoundError, ImportError) as exc:
-        print(f"esper-func {args.command}: {exc}", file=sys.stderr)
+    except (EsperFuncError, ImportError, OSError) as exc:
+        print(f"{command}: {_one_line(exc)}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt as exc:
+        exc.add_note("every checkpoint already written is intact")
+        print(f"{command}: interrupted ({'; '.join(exc.__notes__)})", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,8 @@ __all__ = [
     "IllegalTransitionError",
     "CheckpointError",
     "TrainingDivergedError",
+    "RunDirectoryError",
+    "MissingDependencyError",
 ]
 
 
@@ -79,3 +81,12 @@ class CheckpointError(EsperFuncError, ValueError):
 
 class TrainingDivergedError(EsperFuncError, RuntimeError):
     """Training that the governor cannot save: it rolled back too many epochs in a row."""
+
+
+class RunDirectoryError(EsperFuncError, ValueError):
+    """A run directory that cannot be used as asked: it holds files the run does not own,
+    already holds a run, is in use by another process, or cannot be written."""
+
+
+class MissingDependencyError(EsperFuncError, ImportError):
+    """An optional package (safetensors, matplotlib, scikit-learn) that a feature needs is not installed."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from esper_func.errors import InvalidArgumentError, MissingDependencyError
 from esper_func.lifecycle.stages import SeedStage
 
 __all__ = ["write_report"]
@@ -37,14 +38,16 @@ def _pyplot() -> Any:
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the PNG report needs matplotlib: pip install 'esper-func[demo]'") from exc
+        raise MissingDependencyError(
+            "the PNG report needs the 'matplotlib' package, which is not installed: pip install 'esper-func[demo]'"
+        ) from exc
     return plt
 
 
 def write_report(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Draw the run in ``records`` (one dict per epoch) into a PNG at ``path``; returns the path."""
     if not records:
-        raise ValueError("write_report needs at least one epoch record")
+        raise InvalidArgumentError("write_report needs at least one epoch record; got none")
     plt = _pyplot()
     epochs = [int(r["epoch"]) for r in records]
     slot_ids = list(records[-1]["slots"])

@@ -363,3 +363,194 @@ def test_resume_training_state_exactly(tmp_path: Path) -> None:
         r_params, r_state = opt.update(gr, r_state, r_params)
     assert torch.equal(params["host"]["w"], r_params["host"]["w"])
     assert torch.equal(params["slots"]["r0c0"]["seed"]["w.0"], r_params["slots"]["r0c0"]["seed"]["w.0"])
+
+
+# --------------------------------------------------------------------------- recognising formats by parsing
+
+
+@pytest.mark.parametrize("key_length", [580, 584, 700, 837, 1092, 1348])
+def test_a_safetensors_header_whose_length_looks_like_a_pickle_opcode_loads(tmp_path: Path, key_length: int) -> None:
+    """Header lengths 640, 896, 1152, 1408 start with 0x80 0x02..0x05, the bytes a pickle starts with."""
+    ckpt.save_checkpoint(tmp_path, tensors={"w" * key_length: torch.zeros(1)})
+    data = (ckpt.latest_checkpoint(tmp_path) / "tensors.safetensors").read_bytes()  # type: ignore[operator]
+    tensors, _ = ckpt.load_checkpoint(tmp_path)
+    assert torch.equal(tensors["w" * key_length], torch.zeros(1))
+    assert ckpt._parses_as_safetensors(data) and not ckpt._parses_as_pickle(data, complete=True)
+
+
+def test_every_header_length_up_to_1500_bytes_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not what this test is about
+    lengths = set()
+    for n in range(1, 1500, 7):
+        root = tmp_path / str(n)
+        path = ckpt.save_checkpoint(root, tensors={"k" * n: torch.ones(2)})
+        lengths.add(int.from_bytes((path / "tensors.safetensors").read_bytes()[:8], "little"))
+        assert torch.equal(ckpt.load_checkpoint(root)[0]["k" * n], torch.ones(2))
+    assert any(b"\x80" == (n).to_bytes(8, "little")[:1] for n in lengths)  # the ambiguous first byte was covered
+
+
+def test_pickles_and_zips_are_still_recognised_by_parsing(tmp_path: Path) -> None:
+    raw = pickle.dumps({"a": [1, 2, 3]}, protocol=4)
+    assert ckpt._pickle_kind(None, raw, complete=True) == "a Python pickle"
+    assert ckpt._pickle_kind(None, pickle.dumps(7, protocol=0), complete=True) == "a Python pickle"
+    assert ckpt._pickle_kind(None, raw[:10], complete=False) == "a Python pickle"  # a prefix of a big file
+    assert ckpt._pickle_kind(None, raw[:10], complete=True) is None  # a whole file must reach STOP
+    pt = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(2)}, pt)
+    assert "torch.save" in (ckpt._file_kind(pt) or "")
+    for not_a_pickle in (b"", b"\x80", b"\x80\x02", b"\x80\x02\x00\x00", b'{"format": 1}', b"hello world\n", b"PK\x03\x04junk"):
+        assert ckpt._pickle_kind(None, not_a_pickle, complete=True) is None, not_a_pickle
+
+
+def test_a_zip_that_holds_no_pickle_is_named_as_such(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "notes.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.txt", "hello")
+    with pytest.raises(CheckpointError, match="a zip archive, not an esper_func checkpoint"):
+        ckpt.load_checkpoint(path)
+
+
+def test_garbage_in_place_of_the_files_is_corruption_not_a_pickle(tmp_path: Path) -> None:
+    path = saved(tmp_path)
+    (path / "tensors.safetensors").write_bytes(b"\x80\x02" + b"\x00" * 64)  # pickle-like first bytes, not a pickle
+    with pytest.raises(CheckpointError, match="truncated or damaged") as info:
+        ckpt.load_checkpoint(tmp_path)
+    assert "pickle" not in str(info.value)
+    (path / "meta.json").write_bytes(b"\x80\x03garbage")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+# --------------------------------------------------------------------------- the newest complete checkpoint
+
+
+def three(tmp_path: Path) -> list[Path]:
+    return [ckpt.save_checkpoint(tmp_path, tensors={"w": torch.full((2,), float(i))}, meta={"epoch": i}, keep=None) for i in range(3)]
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "flip":
+        data = bytearray((path / "tensors.safetensors").read_bytes())
+        data[len(data) // 2] ^= 0x10
+        (path / "tensors.safetensors").write_bytes(bytes(data))
+    elif how == "truncate-tensors":
+        (path / "tensors.safetensors").write_bytes((path / "tensors.safetensors").read_bytes()[:20])
+    elif how == "truncate-meta":
+        (path / "meta.json").write_bytes((path / "meta.json").read_bytes()[:30])
+    elif how == "empty-meta":
+        (path / "meta.json").write_bytes(b"")
+    elif how == "no-tensors":
+        (path / "tensors.safetensors").unlink()
+    elif how == "no-meta":
+        (path / "meta.json").unlink()
+    elif how == "edited-meta":
+        (path / "meta.json").write_text((path / "meta.json").read_text().replace('"epoch": 2', '"epoch": 9'))
+    elif how == "pickle":
+        (path / "tensors.safetensors").write_bytes(pickle.dumps({"w": 1}))
+    else:
+        raise AssertionError(how)
+
+
+DAMAGES = ["flip", "truncate-tensors", "truncate-meta", "empty-meta", "no-tensors", "no-meta", "edited-meta", "pickle"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_recover_passes_over_a_damaged_newest_checkpoint(tmp_path: Path, how: str) -> None:
+    paths = three(tmp_path)
+    damage(paths[2], how)
+    with pytest.raises(CheckpointError):
+        ckpt.load_checkpoint(tmp_path)  # LATEST names the damaged one: the strict load says so
+    with pytest.raises(CheckpointError):
+        ckpt.verify_checkpoint(paths[2])
+    loaded = ckpt.open_checkpoint(tmp_path, recover=True)
+    assert loaded.path == paths[1] and loaded.meta == {"epoch": 1}
+    assert [name for name, _ in loaded.skipped] == ["ckpt-000002", "LATEST"]
+
+
+@pytest.mark.parametrize("latest", ["", "garbage\n", "ckpt-000099\n", "../x\n", "\xff\xfe", None])
+def test_recover_falls_back_past_a_bad_latest(tmp_path: Path, latest: str | None) -> None:
+    paths = three(tmp_path)
+    pointer = tmp_path / "LATEST"
+    if latest is None:
+        pointer.unlink()
+    else:
+        pointer.write_bytes(latest.encode("latin-1"))
+    with pytest.raises(CheckpointError):
+        ckpt.load_checkpoint(tmp_path)
+    loaded = ckpt.open_checkpoint(tmp_path, recover=True)
+    assert loaded.path == paths[2] and [n for n, _ in loaded.skipped] == ["LATEST"]
+
+
+def test_recover_prefers_a_newer_complete_checkpoint_to_a_stale_latest(tmp_path: Path) -> None:
+    paths = three(tmp_path)
+    (tmp_path / "LATEST").write_text("ckpt-000001\n")  # a save stopped between its rename and the switch
+    assert ckpt.load_checkpoint(tmp_path)[1] == {"epoch": 1}
+    loaded = ckpt.open_checkpoint(tmp_path, recover=True)
+    assert loaded.path == paths[2] and "newest complete" in dict(loaded.skipped)["LATEST"]
+
+
+def test_recover_with_nothing_complete_lists_every_defect(tmp_path: Path) -> None:
+    paths = three(tmp_path)
+    for path, how in zip(paths, ["flip", "no-meta", "truncate-meta"], strict=True):
+        damage(path, how)
+    with pytest.raises(CheckpointError, match=r"no complete checkpoint .*ckpt-000002.*not valid JSON.*ckpt-000001.*missing.*ckpt-000000.*SHA-256"):
+        ckpt.load_checkpoint(tmp_path, recover=True)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        ckpt.load_checkpoint(tmp_path / "nothing", recover=True)
+
+
+def test_recover_on_one_checkpoint_loads_exactly_that_one(tmp_path: Path) -> None:
+    paths = three(tmp_path)
+    assert ckpt.load_checkpoint(paths[0], recover=True)[1] == {"epoch": 0}
+    damage(paths[0], "flip")
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        ckpt.load_checkpoint(paths[0], recover=True)
+    with pytest.raises(ef.EsperFuncError, match="recover must be True or False"):
+        ckpt.load_checkpoint(tmp_path, recover="yes")  # type: ignore[arg-type]
+
+
+def test_a_file_where_the_directory_should_be_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CheckpointError, match="is not a directory"):
+        ckpt.save_checkpoint(tmp_path / "f", tensors={"w": torch.ones(1)})
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@given(
+    which=st.sampled_from(["tensors.safetensors", "meta.json", "LATEST"]),
+    action=st.sampled_from(["flip", "truncate", "append", "replace"]),
+    where=st.floats(0, 1),
+    value=st.integers(1, 255),
+)
+def test_any_damage_is_detected_or_harmless(tmp_path_factory: pytest.TempPathFactory, which: str, action: str, where: float, value: int) -> None:
+    """A byte flipped, a file cut short, bytes appended or a file replaced: never wrong data, never a foreign exception."""
+    root = tmp_path_factory.mktemp("damage")
+    tree = {"a": torch.arange(6, dtype=torch.float32), "b": {"c": torch.ones(2, 2, dtype=torch.int64)}}
+    first = ckpt.save_checkpoint(root, tensors={"a": torch.zeros(1), "b": {}}, meta={"epoch": 0}, keep=None)
+    path = ckpt.save_checkpoint(root, tensors=tree, meta={"epoch": 1}, keep=None)
+    target = root / which if which == "LATEST" else path / which
+    data = bytearray(target.read_bytes())
+    i = min(int(where * len(data)), len(data) - 1)
+    if action == "flip":
+        data[i] ^= value
+    elif action == "truncate":
+        del data[i:]
+    elif action == "append":
+        data += bytes([value]) * (1 + i % 7)
+    else:
+        data = bytearray(bytes([value]) * len(data))
+    target.write_bytes(bytes(data))
+    for recover in (False, True):
+        try:
+            tensors, meta = ckpt.load_checkpoint(root, recover=recover)
+        except CheckpointError:
+            assert not recover or which != "LATEST"  # recovery needs no pointer
+            continue
+        if meta == {"epoch": 1}:
+            assert_same_tree(tensors, tree)
+        else:
+            # the older checkpoint, complete: recovery passed over the damage, or LATEST now names it
+            assert (recover or which == "LATEST") and meta == {"epoch": 0} and first.exists()
