@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func.errors import EsperFuncError, ShapeError
+from esper_func.errors import MissingDependencyError, ShapeError
 
 __all__ = [
     "Dataset",
@@ -42,10 +42,6 @@ __all__ = [
     "stratified_split",
     "synthetic_images",
 ]
-
-
-class MissingDependencyError(EsperFuncError, ImportError):
-    """An optional dependency (an extra of the ``esper-func`` package) is not installed."""
 
 
 @pytree_dataclass
