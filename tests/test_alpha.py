@@ -12,8 +12,9 @@ import torch.utils._pytree as torch_pytree
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esper_func.errors import IllegalTransitionError
+from esper_func.errors import IllegalTransitionError, InvalidArgumentError, InvalidTypeError
 from esper_func.lifecycle.alpha import (
+    AlphaAlgorithm,
     AlphaController,
     AlphaCurve,
     AlphaMode,
@@ -52,6 +53,7 @@ def run_ramp(ctrl: AlphaController) -> list[tuple[float, AlphaMode, bool]]:
 def test_enum_values_match_esper_lite() -> None:
     assert [(m.name, int(m)) for m in AlphaMode] == [("HOLD", 0), ("UP", 1), ("DOWN", 2)]
     assert [(c.name, int(c)) for c in AlphaCurve] == [("LINEAR", 1), ("COSINE", 2), ("SIGMOID", 3)]
+    assert [(a.name, int(a)) for a in AlphaAlgorithm] == [("ADD", 1), ("MULTIPLY", 2), ("GATE", 3)]
 
 
 # ----------------------------------------------------------------------------- construction
@@ -76,9 +78,10 @@ def test_construction_clamps_like_esper_lite() -> None:
     assert isinstance(AlphaController(alpha=1).alpha, float)
 
 
-def test_construction_rejects_nan() -> None:
-    with pytest.raises(ValueError, match="alpha is NaN"):
-        AlphaController(alpha=float("nan"))
+@pytest.mark.parametrize("field", ["alpha", "alpha_start", "alpha_target", "alpha_steepness"])
+def test_construction_rejects_nan(field: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=f"AlphaController: {field} is NaN"):
+        AlphaController(**{field: float("nan")})
 
 
 def test_frozen() -> None:
@@ -116,9 +119,37 @@ def test_retarget_up_down_hold() -> None:
 
 def test_retarget_zero_steps_snaps() -> None:
     ctrl = retarget(AlphaController(alpha=0.4), alpha_target=0.9, steps=0)
-    assert ctrl.alpha == 0.9 and ctrl.alpha_mode == AlphaMode.HOLD and ctrl.alpha_start == 0.4
-    neg = retarget(AlphaController(alpha=0.4), alpha_target=0.1, steps=-5)
-    assert neg.alpha == 0.1 and neg.alpha_steps_total == 0 and neg.alpha_mode == AlphaMode.HOLD
+    assert ctrl == AlphaController(
+        alpha=0.9, alpha_start=0.4, alpha_target=0.9, alpha_mode=AlphaMode.HOLD, alpha_steps_total=0, alpha_steps_done=0
+    )
+    down = retarget(AlphaController(alpha=0.4), alpha_target=0.1, steps=0)
+    assert (down.alpha, down.alpha_start, down.alpha_mode) == (0.1, 0.4, AlphaMode.HOLD)
+    # A snapped controller is in HOLD, so it can be retargeted again at once; tick leaves it alone.
+    assert tick(down) == (down, False)
+    assert retarget(down, alpha_target=0.6, steps=2).alpha_mode == AlphaMode.UP
+
+
+@given(start=st.floats(0.0, 1.0), target=st.floats(-2.0, 3.0), curve=st.sampled_from(list(AlphaCurve)))
+def test_zero_step_retarget_snaps_to_the_clamped_target(start: float, target: float, curve: AlphaCurve) -> None:
+    ctrl = retarget(AlphaController(alpha=start), alpha_target=target, steps=0, curve=curve)
+    clamped = min(1.0, max(0.0, target))
+    assert (ctrl.alpha, ctrl.alpha_start, ctrl.alpha_target) == (clamped, start, clamped)
+    assert ctrl.alpha_mode == AlphaMode.HOLD and ctrl.alpha_curve == curve
+    assert (ctrl.alpha_steps_total, ctrl.alpha_steps_done, ctrl.steps_remaining) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("steps", [-1, -5])
+def test_retarget_refuses_negative_steps(steps: int) -> None:
+    ctrl = AlphaController(alpha=0.4)
+    with pytest.raises(InvalidArgumentError, match=r"retarget\(\): steps must be >= 0; got -"):
+        retarget(ctrl, alpha_target=0.1, steps=steps)
+    assert ctrl == AlphaController(alpha=0.4)
+
+
+@pytest.mark.parametrize("steps", [1.5, 2.0, True, "3", None])
+def test_retarget_refuses_non_int_steps(steps: object) -> None:
+    with pytest.raises(InvalidTypeError, match=r"retarget\(\): steps must be an int"):
+        retarget(AlphaController(), alpha_target=0.5, steps=steps)  # type: ignore[arg-type]
 
 
 def test_retarget_clamps_target_and_steepness() -> None:
@@ -146,10 +177,14 @@ def test_retarget_from_ramp_raises(mode_target: float) -> None:
 
 
 def test_retarget_rejects_nan_and_infinite_steepness() -> None:
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(InvalidArgumentError, match=r"retarget\(\): alpha_target must be a number, not NaN"):
         retarget(AlphaController(), alpha_target=float("nan"), steps=2)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(InvalidArgumentError, match=r"retarget\(\): steepness must be finite; got inf"):
         retarget(AlphaController(), alpha_target=1.0, steps=2, steepness=float("inf"))
+    with pytest.raises(InvalidTypeError, match=r"retarget\(\): alpha_target must be a real number; got str"):
+        retarget(AlphaController(), alpha_target="1", steps=2)  # type: ignore[arg-type]
+    # An infinite target is a number: clamped like any other.
+    assert retarget(AlphaController(), alpha_target=float("inf"), steps=2).alpha_target == 1.0
 
 
 def test_retarget_and_tick_do_not_mutate() -> None:
@@ -169,6 +204,10 @@ def test_tick_in_hold_is_noop() -> None:
     ctrl = AlphaController(alpha=0.3)
     out, reached = tick(ctrl)
     assert out is ctrl and reached is False
+    # A ramp of zero total steps never moves, whatever its mode says.
+    stuck = AlphaController(alpha=0.3, alpha_target=0.8, alpha_mode=AlphaMode.UP, alpha_steps_total=0)
+    out, reached = tick(stuck)
+    assert out is stuck and reached is False
 
 
 @pytest.mark.parametrize("curve", list(AlphaCurve))

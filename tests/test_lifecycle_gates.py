@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from esper_func.errors import IllegalTransitionError
-from esper_func.lifecycle import SeedState, germinate
+from esper_func.lifecycle import SeedState, SeedTelemetry, germinate
 from esper_func.lifecycle.alpha import AlphaController, AlphaMode
 from esper_func.lifecycle.gates import GATE_FOR_STAGE, GateLevel, GateResult, Gates, check_gate, gate_for_stage
 from esper_func.lifecycle.stages import SeedStage
@@ -29,7 +31,16 @@ def with_metrics(state: SeedState, **kwargs: Any) -> SeedState:
     return dataclasses.replace(state, metrics=dataclasses.replace(state.metrics, **kwargs))
 
 
-def training(improvement: float = 0.6, epochs: int = 10, ratio: float | None = 0.25, **state_kw: Any) -> SeedState:
+def training(
+    improvement: float = 0.6,
+    epochs: int = 10,
+    ratio: float | None = 0.25,
+    *,
+    health: float | None = 1.0,
+    exploding: bool | None = False,
+    vanishing: bool | None = None,
+) -> SeedState:
+    """A TRAINING seed; gradient telemetry measured (health 1.0, not exploding) unless told otherwise."""
     state = with_metrics(
         base(S.TRAINING),
         accuracy_at_stage_start=50.0,
@@ -37,17 +48,19 @@ def training(improvement: float = 0.6, epochs: int = 10, ratio: float | None = 0
         epochs_in_current_stage=epochs,
         seed_gradient_norm_ratio=ratio,
     )
-    return dataclasses.replace(state, **state_kw)
+    telemetry = SeedTelemetry(gradient_health=health, has_exploding=exploding, has_vanishing=vanishing, epoch=1)
+    return dataclasses.replace(state, telemetry=telemetry)
 
 
 def blending(alpha: float = 1.0, target: float = 1.0, mode: AlphaMode = AlphaMode.HOLD, epochs: int = 10) -> SeedState:
     ctrl = AlphaController(alpha=alpha, alpha_start=0.0, alpha_target=target, alpha_mode=mode, alpha_steps_total=5)
-    state = dataclasses.replace(base(S.BLENDING), alpha=alpha, alpha_controller=ctrl)
+    state = dataclasses.replace(base(S.BLENDING), alpha_controller=ctrl)
     return with_metrics(state, epochs_in_current_stage=epochs)
 
 
 def holding(contribution: float | None = 1.5, healthy: bool = True) -> SeedState:
-    state = dataclasses.replace(base(S.HOLDING), is_healthy=healthy, alpha=1.0)
+    ctrl = AlphaController(alpha=1.0, alpha_start=1.0, alpha_target=1.0, alpha_steps_total=5, alpha_steps_done=5)
+    state = dataclasses.replace(base(S.HOLDING), is_healthy=healthy, alpha_controller=ctrl)
     return with_metrics(state, counterfactual_contribution=contribution)
 
 
@@ -214,7 +227,7 @@ CASES: list[tuple[str, tuple[bool, ...], Callable[[], SeedState], SeedStage, Gat
     (
         "g2-strict-all-fail",
         (False,),
-        lambda: training(improvement=0.0, epochs=0, ratio=0.0, has_exploding=True, gradient_health=0.1),
+        lambda: training(improvement=0.0, epochs=0, ratio=0.0, exploding=True, health=0.1),
         S.BLENDING,
         GateResult(
             gate=GateLevel.G2,
@@ -222,6 +235,20 @@ CASES: list[tuple[str, tuple[bool, ...], Callable[[], SeedState], SeedStage, Gat
             score=0.0,
             checks_failed=("global_improvement_insufficient_0.00%", "seed_not_ready", "seed_gradient_low_0.00"),
             message="Improvement: 0.00%",
+        ),
+    ),
+    (
+        # Strict G2 reads the gradient ratio only: unmeasured gradient health does not matter there.
+        "g2-strict-ignores-gradient-health",
+        (False,),
+        lambda: training(health=None, exploding=None),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=True,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_passed=("global_improvement_0.60%", "seed_ready", "seed_gradient_active_0.25"),
+            message="Improvement: 0.60%",
         ),
     ),
     # ---- G2 permissive
@@ -241,13 +268,27 @@ CASES: list[tuple[str, tuple[bool, ...], Callable[[], SeedState], SeedStage, Gat
     (
         "g2-permissive-boundary-health",
         (True,),
-        lambda: training(gradient_health=0.7),
+        lambda: training(health=0.7),
         S.BLENDING,
         GateResult(
             gate=GateLevel.G2,
             passed=True,
             score=pytest.approx(0.12),  # type: ignore[arg-type]
             checks_passed=("trained_10_epochs", "no_exploding_gradients", "gradient_health_0.70"),
+            message="Permissive G2 Safety: PASS",
+        ),
+    ),
+    (
+        # has_exploding never measured (None) is not "exploding": only gradient_health decides "measured".
+        "g2-permissive-exploding-unmeasured",
+        (True,),
+        lambda: training(health=0.9, exploding=None),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=True,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_passed=("trained_10_epochs", "no_exploding_gradients", "gradient_health_0.90"),
             message="Permissive G2 Safety: PASS",
         ),
     ),
@@ -266,23 +307,79 @@ CASES: list[tuple[str, tuple[bool, ...], Callable[[], SeedState], SeedStage, Gat
         ),
     ),
     (
-        "g2-permissive-exploding",
+        "g2-permissive-not-measured",
         (True,),
-        lambda: training(has_exploding=True),
+        lambda: training(health=None, exploding=None),
         S.BLENDING,
         GateResult(
             gate=GateLevel.G2,
             passed=False,
             score=pytest.approx(0.12),  # type: ignore[arg-type]
-            checks_passed=("trained_10_epochs", "gradient_health_1.00"),
+            checks_passed=("trained_10_epochs",),
+            checks_failed=("gradient_health_not_measured",),
+            message="Permissive G2 Safety: FAIL",
+        ),
+    ),
+    (
+        # Unmeasured health fails outright: no exploding or health check follows, whatever the flags say.
+        "g2-permissive-not-measured-but-flagged",
+        (True,),
+        lambda: training(health=None, exploding=True, vanishing=True),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=False,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_passed=("trained_10_epochs",),
+            checks_failed=("gradient_health_not_measured",),
+            message="Permissive G2 Safety: FAIL",
+        ),
+    ),
+    (
+        "g2-permissive-not-measured-too-few-epochs",
+        (True,),
+        lambda: training(improvement=0.0, epochs=3, health=None, exploding=False),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=False,
+            score=0.0,
+            checks_failed=("insufficient_training_3_of_10", "gradient_health_not_measured"),
+            message="Permissive G2 Safety: FAIL",
+        ),
+    ),
+    (
+        # Exploding gradients make the health check moot: it is skipped, not reported as passed.
+        "g2-permissive-exploding",
+        (True,),
+        lambda: training(exploding=True),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=False,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_passed=("trained_10_epochs",),
             checks_failed=("exploding_gradients",),
+            message="Permissive G2 Safety: FAIL",
+        ),
+    ),
+    (
+        "g2-permissive-exploding-and-unhealthy",
+        (True,),
+        lambda: training(epochs=2, exploding=True, health=0.1),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=False,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_failed=("insufficient_training_2_of_10", "exploding_gradients"),
             message="Permissive G2 Safety: FAIL",
         ),
     ),
     (
         "g2-permissive-unhealthy-gradients",
         (True,),
-        lambda: training(gradient_health=0.5),
+        lambda: training(health=0.5),
         S.BLENDING,
         GateResult(
             gate=GateLevel.G2,
@@ -290,6 +387,36 @@ CASES: list[tuple[str, tuple[bool, ...], Callable[[], SeedState], SeedStage, Gat
             score=pytest.approx(0.12),  # type: ignore[arg-type]
             checks_passed=("trained_10_epochs", "no_exploding_gradients"),
             checks_failed=("gradient_health_low_0.50_need_0.70",),
+            message="Permissive G2 Safety: FAIL",
+        ),
+    ),
+    (
+        # Measured zero health is measured: it fails the threshold, not the "measured" check.
+        "g2-permissive-zero-health",
+        (True,),
+        lambda: training(health=0.0, exploding=False),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=False,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_passed=("trained_10_epochs", "no_exploding_gradients"),
+            checks_failed=("gradient_health_low_0.00_need_0.70",),
+            message="Permissive G2 Safety: FAIL",
+        ),
+    ),
+    (
+        # Just below the threshold; the two-decimal name rounds it up to the threshold (esper-lite's format).
+        "g2-permissive-health-just-below",
+        (True,),
+        lambda: training(health=0.699),
+        S.BLENDING,
+        GateResult(
+            gate=GateLevel.G2,
+            passed=False,
+            score=pytest.approx(0.12),  # type: ignore[arg-type]
+            checks_passed=("trained_10_epochs", "no_exploding_gradients"),
+            checks_failed=("gradient_health_low_0.70_need_0.70",),
             message="Permissive G2 Safety: FAIL",
         ),
     ),
@@ -526,7 +653,7 @@ def test_thresholds_are_configurable() -> None:
     result = check_gate(Gates(min_fossilize_contribution=3.0), holding(2.0), S.FOSSILIZED)
     assert result.checks_failed == ("insufficient_contribution_2.00%_below_3.0%",)
     strict_health = Gates(permissive=True, min_gradient_health_for_blending=0.95)
-    result = check_gate(strict_health, training(gradient_health=0.9), S.BLENDING)
+    result = check_gate(strict_health, training(health=0.9), S.BLENDING)
     assert result.checks_failed == ("gradient_health_low_0.90_need_0.95",)
 
 
@@ -549,7 +676,7 @@ def test_gates_defaults_are_esper_lite_constants() -> None:
     [
         ({"permissive": 1}, TypeError),
         ({"min_blending_epochs": -1}, ValueError),
-        ({"min_blending_epochs": 2.5}, ValueError),
+        ({"min_blending_epochs": 2.5}, TypeError),
         ({"embargo_epochs": "5"}, TypeError),
         ({"min_training_improvement": float("nan")}, ValueError),
         ({"min_fossilize_contribution": None}, TypeError),
@@ -564,3 +691,97 @@ def test_gates_coerce_int_thresholds_to_float() -> None:
     g = Gates(min_fossilize_contribution=2)
     assert isinstance(g.min_fossilize_contribution, float)
     assert check_gate(g, holding(0.5), S.FOSSILIZED).checks_failed == ("insufficient_contribution_0.50%_below_2.0%",)
+
+
+# ----------------------------------------------------------------------------- G2 against an independent model
+
+
+def expected_permissive_g2(
+    epochs: int, min_epochs: int, health: float | None, exploding: bool | None, min_health: float
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """esper-lite's permissive G2 checks (KTS-001: unmeasured is not healthy), written out from its rules."""
+    passed: list[str] = []
+    failed: list[str] = []
+    if epochs >= min_epochs:
+        passed.append(f"trained_{epochs}_epochs")
+    else:
+        failed.append(f"insufficient_training_{epochs}_of_{min_epochs}")
+    if health is None:
+        failed.append("gradient_health_not_measured")
+    elif exploding:
+        failed.append("exploding_gradients")
+    else:
+        passed.append("no_exploding_gradients")
+        if health >= min_health:
+            passed.append(f"gradient_health_{health:.2f}")
+        else:
+            failed.append(f"gradient_health_low_{health:.2f}_need_{min_health:.2f}")
+    return tuple(passed), tuple(failed)
+
+
+@given(
+    epochs=st.integers(0, 15),
+    min_epochs=st.integers(0, 12),
+    health=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    exploding=st.one_of(st.none(), st.booleans()),
+    vanishing=st.one_of(st.none(), st.booleans()),
+    min_health=st.sampled_from([0.0, 0.5, 0.7, 0.95, 1.0]),
+    improvement=st.floats(-20.0, 20.0),
+)
+def test_permissive_g2_matches_model(
+    epochs: int,
+    min_epochs: int,
+    health: float | None,
+    exploding: bool | None,
+    vanishing: bool | None,
+    min_health: float,
+    improvement: float,
+) -> None:
+    gates = Gates(permissive=True, min_blending_epochs=min_epochs, min_gradient_health_for_blending=min_health)
+    state = training(improvement=improvement, epochs=epochs, health=health, exploding=exploding, vanishing=vanishing)
+    result = check_gate(gates, state, S.BLENDING)
+    passed, failed = expected_permissive_g2(epochs, min_epochs, health, exploding, min_health)
+    assert (result.checks_passed, result.checks_failed) == (passed, failed)
+    assert result.passed == (not failed)
+    assert result.message == f"Permissive G2 Safety: {'PASS' if not failed else 'FAIL'}"
+    current = 50.0 + improvement
+    delta = current - 50.0
+    assert result.score == (min(1.0, delta / 5.0) if delta > 0 else 0.0)
+    # The gradient ratio (strict G2's signal) and the sync epoch play no part in permissive G2.
+    for other in (
+        with_metrics(state, seed_gradient_norm_ratio=None),
+        dataclasses.replace(state, telemetry=dataclasses.replace(state.telemetry, epoch=0)),
+    ):
+        assert check_gate(gates, other, S.BLENDING) == result
+
+
+@given(
+    improvement=st.floats(-5.0, 5.0),
+    epochs=st.integers(0, 15),
+    ratio=st.one_of(st.none(), st.floats(0.0, 10.0)),
+    health=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    exploding=st.one_of(st.none(), st.booleans()),
+)
+def test_strict_g2_matches_model_and_ignores_gradient_telemetry(
+    improvement: float, epochs: int, ratio: float | None, health: float | None, exploding: bool | None
+) -> None:
+    gates = Gates()
+    state = training(improvement=improvement, epochs=epochs, ratio=ratio, health=health, exploding=exploding)
+    result = check_gate(gates, state, S.BLENDING)
+    delta = state.metrics.improvement_since_stage_start
+    passed: list[str] = []
+    failed: list[str] = []
+    (passed if delta >= 0.5 else failed).append(
+        f"global_improvement_{delta:.2f}%" if delta >= 0.5 else f"global_improvement_insufficient_{delta:.2f}%"
+    )
+    (passed if epochs >= 10 else failed).append("seed_ready" if epochs >= 10 else "seed_not_ready")
+    if ratio is None:
+        failed.append("gradient_stats_never_measured")
+    elif ratio >= 0.1:
+        passed.append(f"seed_gradient_active_{ratio:.2f}")
+    else:
+        failed.append(f"seed_gradient_low_{ratio:.2f}")
+    assert (result.checks_passed, result.checks_failed) == (tuple(passed), tuple(failed))
+    assert result.passed == (not failed) and result.message == f"Improvement: {delta:.2f}%"
+    unmeasured = dataclasses.replace(state, telemetry=SeedTelemetry())
+    assert check_gate(gates, unmeasured, S.BLENDING) == result

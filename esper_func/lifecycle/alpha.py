@@ -32,7 +32,7 @@ from enum import IntEnum
 from typing import Any, Final
 
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func._validate import check_float, check_int
+from esper_func._validate import check_enum, check_float, check_int
 from esper_func.errors import IllegalTransitionError, InvalidArgumentError
 
 __all__ = [
@@ -157,9 +157,9 @@ class AlphaController:
                 done = min(done, self.alpha_steps_total)
             set_(self, "alpha_steps_done", done)
         if not isinstance(self.alpha_mode, AlphaMode):
-            set_(self, "alpha_mode", AlphaMode(self.alpha_mode))
+            set_(self, "alpha_mode", check_enum("AlphaController.alpha_mode", self.alpha_mode, AlphaMode))
         if not isinstance(self.alpha_curve, AlphaCurve):
-            set_(self, "alpha_curve", AlphaCurve(self.alpha_curve))
+            set_(self, "alpha_curve", check_enum("AlphaController.alpha_curve", self.alpha_curve, AlphaCurve))
 
     @property
     def steps_remaining(self) -> int:
@@ -210,7 +210,7 @@ def retarget(
     new_steepness = ctrl.alpha_steepness
     if steepness is not None:
         new_steepness = max(MIN_STEEPNESS, check_float("retarget(): steepness", steepness))
-    new_curve = ctrl.alpha_curve if curve is None else AlphaCurve(curve)
+    new_curve = ctrl.alpha_curve if curve is None else check_enum("retarget(): curve", curve, AlphaCurve)
 
     alpha = ctrl.alpha
     if target > alpha:

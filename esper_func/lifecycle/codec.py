@@ -26,6 +26,7 @@ type, NaN, a negative count, an alpha outside ``[0, 1]``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -86,8 +87,18 @@ _BOUNDS: Final[dict[str, tuple[float | None, float | None]]] = {
     "SeedMetrics.seed_gradient_norm_ratio": (0.0, None),
     "SeedState.blend_alpha_target": (0.0, 1.0),
 }
-# Float fields that may be infinite (an exploding gradient measures as inf).
-_NON_FINITE_OK: Final[frozenset[str]] = frozenset({"SeedTelemetry.gradient_norm"})
+# Float fields that may be infinite (none: a non-finite measurement goes to the governor, not into a state).
+_NON_FINITE_OK: Final[frozenset[str]] = frozenset()
+
+
+@functools.cache
+def _cached_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    """The resolved type hints of a dataclass (cached per class: decoding is frequent)."""
+    return _cached_hints(cls)
 
 
 def _fail(path: str, expected: str, value: Any) -> CheckpointError:
@@ -184,11 +195,16 @@ def _decode_dataclass(cls: type[D], data: Any, path: str, *, skip: frozenset[str
             f"seed state {path or cls.__name__!r}: missing field(s) {[where + m for m in missing]}, "
             f"unknown field(s) {[where + u for u in unknown]}; expected exactly {sorted(names)}"
         )
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {
         f.name: _decode_value(hints[f.name], data[f.name], f"{where}{f.name}", f"{cls.__name__}.{f.name}")
         for f in fields
     }
+    if cls is AlphaController and kwargs["alpha_steps_done"] > kwargs["alpha_steps_total"]:
+        raise CheckpointError(
+            f"seed state {path or 'alpha_controller'!r}: alpha_steps_done={kwargs['alpha_steps_done']} exceeds "
+            f"alpha_steps_total={kwargs['alpha_steps_total']}"
+        )
     return cls(**kwargs)
 
 
@@ -203,18 +219,12 @@ def state_to_dict(state: SeedState) -> dict[str, Any]:
 
 
 def _check_consistent(state: SeedState, path: str) -> SeedState:
-    ctrl = state.alpha_controller
-    if ctrl.alpha_steps_done > ctrl.alpha_steps_total:
-        raise CheckpointError(
-            f"seed state {path}alpha_controller: alpha_steps_done={ctrl.alpha_steps_done} exceeds "
-            f"alpha_steps_total={ctrl.alpha_steps_total}"
-        )
     if state.blend_algorithm_id not in BLEND_ALGORITHMS:
         raise CheckpointError(
-            f"seed state field {path}blend_algorithm_id: {state.blend_algorithm_id!r} is not one of {list(BLEND_ALGORITHMS)}"
+            f"seed state field {path + 'blend_algorithm_id'!r}: {state.blend_algorithm_id!r} is not one of {list(BLEND_ALGORITHMS)}"
         )
     if state.topology not in TOPOLOGIES:
-        raise CheckpointError(f"seed state field {path}topology: {state.topology!r} is not one of {list(TOPOLOGIES)}")
+        raise CheckpointError(f"seed state field {path + 'topology'!r}: {state.topology!r} is not one of {list(TOPOLOGIES)}")
     return state
 
 
@@ -238,10 +248,15 @@ def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
         controller = dict(body["alpha_controller"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"version-1 seed state is incomplete: missing {exc}") from None
-    controller["alpha"] = alpha
+    # Version 1 kept the scalar alpha and the controller's apart; the controller's is the live one
+    # (the scalar lagged it for an epoch after a zero-step retarget).
+    del alpha
     body.update(metrics=metrics, alpha_controller=controller, telemetry=telemetry)
     body.setdefault("blend_out_frozen", controller.get("alpha_mode") == int(AlphaMode.DOWN))
-    body.setdefault("gate_total_steps", 0)
+    gated = body.get("alpha_algorithm") == int(AlphaAlgorithm.GATE) and body.get("stage") in {
+        int(s) for s in (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED)
+    }
+    body.setdefault("gate_total_steps", max(1, int(body.get("blend_tempo_epochs", 1))) if gated else 0)
     return body
 
 
@@ -302,7 +317,7 @@ def _from_esper_lite_fields(
     """Keyword arguments of ``cls`` read from esper-lite keys (``optional`` keys may be absent)."""
     if not isinstance(data, Mapping):
         raise _fail(path, "an object (dict)", data)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         key = _esper_lite_key(field)

@@ -32,11 +32,11 @@ FOSSILIZED            G5     counterfactual measured; seed healthy;
 from __future__ import annotations
 
 import dataclasses
-import math
 from enum import IntEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from esper_func._validate import check_bool, check_float, check_int
 from esper_func.errors import IllegalTransitionError
 from esper_func.lifecycle.alpha import AlphaMode
 from esper_func.lifecycle.stages import SeedStage
@@ -112,17 +112,12 @@ class GateResult:
 
 def _require(name: str, value: object, kind: type) -> None:
     """Type/range check of one ``Gates`` field (``kind`` is bool, int or float)."""
-    is_bool = isinstance(value, bool)
     if kind is bool:
-        ok = is_bool
+        check_bool(f"Gates.{name}", value)
     elif kind is int:
-        ok = isinstance(value, int) and not is_bool and value >= 0
+        check_int(f"Gates.{name}", value, minimum=0)
     else:
-        ok = isinstance(value, (int, float)) and not is_bool and math.isfinite(value)
-    if not ok:
-        expected = {bool: "a bool", int: "a non-negative int", float: "a finite number"}[kind]
-        error = ValueError if kind is not bool and isinstance(value, (int, float)) and not is_bool else TypeError
-        raise error(f"Gates.{name} must be {expected}; got {value!r}")
+        check_float(f"Gates.{name}", value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -33,7 +33,7 @@ from esper_func._validate import (
     check_optional_float,
     check_str,
 )
-from esper_func.errors import IllegalTransitionError, InvalidArgumentError, UnknownTopologyError
+from esper_func.errors import IllegalTransitionError, InvalidArgumentError, InvalidTypeError, UnknownTopologyError
 from esper_func.lifecycle.alpha import (
     DEFAULT_STEEPNESS,
     AlphaAlgorithm,
@@ -62,6 +62,7 @@ from esper_func.lifecycle.stages import (
 from esper_func.lifecycle.state import (
     AUTO_PRUNE_REASONS,
     BLEND_ALGORITHMS,
+    DEFAULT_TELEMETRY_MAX_EPOCHS,
     STAGE_HISTORY_MAXLEN,
     SeedState,
     SeedTelemetry,
@@ -95,7 +96,7 @@ _CURVE_FOR_BLEND: Final = {
 
 
 def _check_steepness(steepness: object) -> float:
-    return check_float("steepness (values below 0.1 are raised to 0.1)", steepness)
+    return check_float("steepness", steepness)
 
 
 def _check_curve(curve: object) -> AlphaCurve | None:
@@ -367,7 +368,7 @@ def advance(
             UNKNOWN), or BLENDING for a gated blend germinated with tempo 0.
     """
     if not isinstance(gates, Gates):
-        raise InvalidArgumentError(f"advance() expects Gates as its second argument; got {type(gates).__name__}")
+        raise InvalidTypeError(f"advance() expects Gates as its second argument; got {type(gates).__name__}")
     if not has_seed(state):
         return state, _NO_ACTIVE_SEED, ()
     if target is not None:
@@ -625,7 +626,7 @@ def sync_telemetry(
     state: SeedState,
     *,
     epoch: int,
-    max_epochs: int | None = None,
+    max_epochs: int = DEFAULT_TELEMETRY_MAX_EPOCHS,
     gradient_norm: float | None = None,
     gradient_health: float | None = None,
     has_vanishing: bool | None = None,
@@ -633,8 +634,9 @@ def sync_telemetry(
 ) -> SeedState:
     """Record the epoch's gradient telemetry (esper-lite's ``SeedState.sync_telemetry``).
 
-    ``epoch`` is the training loop's epoch (``max_epochs`` its length; ``None``
-    keeps the stored one). Gradient arguments left ``None`` keep what was
+    ``epoch`` is the training loop's epoch and ``max_epochs`` its length (both
+    stamped on every call; 25 by default, as in esper-lite). Gradient
+    arguments left ``None`` keep what was
     stored: a seed that was never measured stays unmeasured, and permissive
     G2 refuses it (unmeasured is not healthy). From the first sync with
     ``epoch > 0`` on, lifecycle events report the gradient flags and ratio.
@@ -645,9 +647,8 @@ def sync_telemetry(
             negative norm, a health outside ``[0, 1]``, a flag that is not a bool.
     """
     epoch = check_int("epoch", epoch, minimum=0)
-    if max_epochs is not None:
-        max_epochs = check_int("max_epochs", max_epochs, minimum=0)
-    norm = check_optional_float("gradient_norm", gradient_norm, minimum=0.0, finite=False)
+    max_epochs = check_int("max_epochs", max_epochs, minimum=0)
+    norm = check_optional_float("gradient_norm", gradient_norm, minimum=0.0)
     health = check_optional_float("gradient_health", gradient_health, minimum=0.0, maximum=1.0)
     vanishing = check_optional_bool("has_vanishing", has_vanishing)
     exploding = check_optional_bool("has_exploding", has_exploding)
@@ -660,7 +661,7 @@ def sync_telemetry(
         has_vanishing=old.has_vanishing if vanishing is None else vanishing,
         has_exploding=old.has_exploding if exploding is None else exploding,
         epoch=epoch,
-        max_epochs=old.max_epochs if max_epochs is None else max_epochs,
+        max_epochs=max_epochs,
     )
     return dataclasses.replace(state, telemetry=telemetry)
 
@@ -734,7 +735,7 @@ def step_epoch(
     on the way are included.
     """
     if not isinstance(gates, Gates):
-        raise InvalidArgumentError(f"step_epoch() expects Gates as its second argument; got {type(gates).__name__}")
+        raise InvalidTypeError(f"step_epoch() expects Gates as its second argument; got {type(gates).__name__}")
     levels = _auto_levels(auto_forward)
     stage = state.stage
     if stage == SeedStage.DORMANT:
