@@ -1497,7 +1497,7 @@ def test_non_finite_gradient_norms_are_refused_everywhere() -> None:
             call()
     data = state_to_dict(sync_telemetry(state, epoch=1, gradient_norm=2.0))
     data["telemetry"]["gradient_norm"] = float("inf")
-    with pytest.raises(ef.CheckpointError, match="'telemetry.gradient_norm': expected a finite number"):
+    with pytest.raises(ef.CheckpointError, match=r"'telemetry\.gradient_norm': expected a finite number"):
         state_from_dict(data)
 
 
