@@ -42,6 +42,7 @@ from esper_func.errors import CheckpointError as CheckpointError
 from esper_func.errors import DTypeError as DTypeError
 from esper_func.errors import EsperFuncError as EsperFuncError
 from esper_func.errors import IllegalTransitionError as IllegalTransitionError
+from esper_func.errors import ImmutableError as ImmutableError
 from esper_func.errors import InvalidArgumentError as InvalidArgumentError
 from esper_func.errors import InvalidTypeError as InvalidTypeError
 from esper_func.errors import MissingDependencyError as MissingDependencyError

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from esper_func.errors import InvalidArgumentError
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 
 __all__ = [
@@ -101,6 +102,6 @@ def blend(
         return blend_multiply(host, seed, alpha, seed_input=seed_input)
     if algorithm == AlphaAlgorithm.GATE:
         if gate is None:
-            raise ValueError("AlphaAlgorithm.GATE needs the gate network's output; got gate=None")
+            raise InvalidArgumentError("AlphaAlgorithm.GATE needs the gate network's output; got gate=None")
         return blend_gate(host, seed, alpha, gate)
-    raise ValueError(f"unknown alpha algorithm {algorithm!r}; expected one of {list(AlphaAlgorithm)}")
+    raise InvalidArgumentError(f"unknown alpha algorithm {algorithm!r}; expected one of {list(AlphaAlgorithm)}")

@@ -25,6 +25,7 @@ __all__ = [
     "TrainingDivergedError",
     "RunDirectoryError",
     "MissingDependencyError",
+    "ImmutableError",
 ]
 
 
@@ -90,3 +91,7 @@ class RunDirectoryError(EsperFuncError, ValueError):
 
 class MissingDependencyError(EsperFuncError, ImportError):
     """An optional package (safetensors, matplotlib, scikit-learn) that a feature needs is not installed."""
+
+
+class ImmutableError(EsperFuncError, AttributeError):
+    """Setting or deleting an attribute of an immutable value (a registry): build a new one instead."""

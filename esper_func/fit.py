@@ -104,7 +104,7 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.val_batch_size < 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"epochs must be >= 0 and batch sizes >= 1; got epochs={self.epochs}, "
                 f"batch_size={self.batch_size}, val_batch_size={self.val_batch_size}"
             )

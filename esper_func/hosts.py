@@ -63,7 +63,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper_func._rng import DEFAULT_SEED, copy_generator, run_seeded
-from esper_func.errors import DTypeError, EsperFuncError, ParamsMismatchError, ShapeError
+from esper_func.errors import (
+    DTypeError,
+    EsperFuncError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    ParamsMismatchError,
+    ShapeError,
+)
 
 __all__ = [
     "HOST_PREFIX",
@@ -128,7 +135,7 @@ _MEMORY_FORMATS: Final = {
 def format_slot_id(row: int, col: int) -> str:
     """Canonical slot id ``"r{row}c{col}"`` (esper-lite ``leyline.slot_id``)."""
     if row < 0 or col < 0:
-        raise ValueError(f"slot row and column must be non-negative; got row={row}, col={col}")
+        raise InvalidArgumentError(f"slot row and column must be non-negative; got row={row}, col={col}")
     return f"r{row}c{col}"
 
 
@@ -178,7 +185,7 @@ def parse_model_key(key: str) -> tuple[str, str | None, str]:
                 return "seed", slot_id, inner[len(SEED_PREFIX) :]
             if inner.startswith(GATE_PREFIX):
                 return "gate", slot_id, inner[len(GATE_PREFIX) :]
-    raise ValueError(
+    raise InvalidArgumentError(
         f"unrecognised MorphogeneticModel state_dict key {key!r}; expected "
         f"'{HOST_PREFIX}<name>', '{SLOTS_PREFIX}<slot>.{SEED_PREFIX}<name>', "
         f"'{SLOTS_PREFIX}<slot>.{GATE_PREFIX}<name>' or '{SLOTS_PREFIX}<slot>.{EXTRA_STATE_KEY}'"
@@ -255,7 +262,7 @@ def _check_span(start: Any, stop: Any, n: int, slot_ids: tuple[str, ...]) -> tup
         stop = last
     for name, value in (("start", start), ("stop", stop)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"{name} must be a Python int surface index (static, not a tensor); got {value!r}"
             )
     if not (0 <= start < stop <= last):

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from esper_func._rng import run_seeded, split_seeds
 from esper_func.blueprints import Registry, default_registry
-from esper_func.errors import CheckpointError, UnknownBlueprintError
+from esper_func.errors import CheckpointError, InvalidTypeError, UnknownBlueprintError
 from esper_func.hosts import (
     EXTRA_STATE_KEY,
     GATE_PREFIX,
@@ -211,7 +211,7 @@ def to_state_dict(
         CheckpointError: ``states`` does not fit ``model``.
     """
     if not isinstance(model, Model):
-        raise TypeError(f"to_state_dict takes an esper_func Model first; got {type(model).__name__}")
+        raise InvalidTypeError(f"to_state_dict takes an esper_func Model first; got {type(model).__name__}")
     check_tree(model, params, buffers)
     checked = None if states is None else _check_states(model, states)
 
@@ -388,7 +388,7 @@ def from_state_dict(
             and what was expected.
     """
     if not isinstance(model, Model):
-        raise TypeError(f"from_state_dict takes an esper_func Model first; got {type(model).__name__}")
+        raise InvalidTypeError(f"from_state_dict takes an esper_func Model first; got {type(model).__name__}")
     params, buffers, absent = _read_tensors(model, state_dict, optional_gates=_pre_gate_slots(model))
     return _fill_absent_gates(model, params, absent, generator), buffers
 
@@ -462,7 +462,7 @@ def from_esper_lite(
             The message names the key.
     """
     if not isinstance(host, (CNNHost, TransformerHost)):
-        raise TypeError(f"host must be a CNNHost or TransformerHost spec; got {type(host).__name__}")
+        raise InvalidTypeError(f"host must be a CNNHost or TransformerHost spec; got {type(host).__name__}")
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"a state dict must be a mapping of key -> tensor; got {type(state_dict).__name__}")
     registry = default_registry() if registry is None else registry

@@ -39,6 +39,7 @@ from esper_func.errors import (
     DTypeError,
     IllegalTransitionError,
     InvalidArgumentError,
+    InvalidTypeError,
     ParamsMismatchError,
     ShapeError,
     UnknownBlueprintError,
@@ -184,7 +185,7 @@ class Model:
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, (CNNHost, TransformerHost)):
-            raise TypeError(f"host must be a CNNHost or TransformerHost spec, got {type(self.host).__name__}")
+            raise InvalidTypeError(f"host must be a CNNHost or TransformerHost spec, got {type(self.host).__name__}")
         order = tuple(self.slot_order)
         known = self.host.slot_ids
         for slot_id in order:

@@ -43,6 +43,7 @@ from esper_func.errors import (
     BlueprintError,
     DTypeError,
     InvalidArgumentError,
+    InvalidTypeError,
     ParamsMismatchError,
     ShapeError,
     UnknownTopologyError,
@@ -274,7 +275,7 @@ def _check_kwargs(blueprint: Blueprint, kwargs: Mapping[str, Any]) -> None:
     accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise TypeError(
+        raise InvalidTypeError(
             f"blueprint {blueprint.key!r} got unknown keyword argument(s) {unknown}; "
             f"it accepts {accepted or 'no keyword arguments'}"
         )

@@ -29,6 +29,8 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from esper_func.errors import InvalidArgumentError
+
 __all__ = ["final_affine_layer_name", "zero_init_final_layer"]
 
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -70,7 +72,7 @@ def zero_init_final_layer(module: nn.Module, *, allow_missing: bool = True) -> n
     if name is None:
         if allow_missing:
             return module
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{type(module).__name__} has no affine layer (Linear/Conv1d/Conv2d/Conv3d) to "
             "zero-initialise; pass allow_missing=True to leave such modules unchanged"
         )

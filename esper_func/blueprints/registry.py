@@ -28,7 +28,14 @@ from typing import Any, NoReturn
 
 from torch import nn
 
-from esper_func.errors import BlueprintExistsError, UnknownBlueprintError, UnknownTopologyError
+from esper_func.errors import (
+    BlueprintExistsError,
+    ImmutableError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    UnknownBlueprintError,
+    UnknownTopologyError,
+)
 from esper_func.lifecycle.stages import TOPOLOGIES
 
 __all__ = ["Blueprint", "Registry", "default_registry"]
@@ -68,17 +75,17 @@ class Blueprint:
     def __post_init__(self) -> None:
         _check_topology(self.topology)
         if not isinstance(self.name, str) or not self.name or ":" in self.name:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"blueprint name must be a non-empty string without ':'; got {self.name!r}"
             )
         if not callable(self.build):
-            raise TypeError(f"blueprint {self.key!r}: build must be callable; got {self.build!r}")
+            raise InvalidTypeError(f"blueprint {self.key!r}: build must be callable; got {self.build!r}")
         if (
             not isinstance(self.param_estimate, int)
             or isinstance(self.param_estimate, bool)
             or self.param_estimate < 0
         ):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"blueprint {self.key!r}: param_estimate must be a non-negative int; "
                 f"got {self.param_estimate!r}"
             )
@@ -92,9 +99,9 @@ class Blueprint:
 def check_dim(key: str, dim: object, what: str = "dim") -> int:
     """``dim`` as a positive int, else ``TypeError``/``ValueError`` naming blueprint ``key``."""
     if not isinstance(dim, int) or isinstance(dim, bool):
-        raise TypeError(f"{key}: {what} must be an int; got {type(dim).__name__} {dim!r}")
+        raise InvalidTypeError(f"{key}: {what} must be an int; got {type(dim).__name__} {dim!r}")
     if dim < 1:
-        raise ValueError(f"{key}: {what} must be >= 1; got {dim}")
+        raise InvalidArgumentError(f"{key}: {what} must be >= 1; got {dim}")
     return dim
 
 
@@ -106,7 +113,7 @@ def reject_unknown_kwargs(key: str, unknown: Mapping[str, Any], accepted: tuple[
     """
     if unknown:
         accepted_text = ", ".join(accepted) if accepted else "none besides dim"
-        raise TypeError(
+        raise InvalidTypeError(
             f"{key} got unexpected keyword argument(s) {sorted(unknown)}; "
             f"accepted keywords: {accepted_text}"
         )
@@ -136,9 +143,9 @@ class Registry(Mapping[str, Blueprint]):
         items = dict(entries or {})
         for key, bp in items.items():
             if not isinstance(bp, Blueprint):
-                raise TypeError(f"registry values must be Blueprint instances; got {bp!r}")
+                raise InvalidTypeError(f"registry values must be Blueprint instances; got {bp!r}")
             if key != bp.key:
-                raise ValueError(f"registry key {key!r} does not match blueprint key {bp.key!r}")
+                raise InvalidArgumentError(f"registry key {key!r} does not match blueprint key {bp.key!r}")
         object.__setattr__(self, "_entries", MappingProxyType(dict(sorted(items.items()))))
 
     @classmethod
@@ -152,7 +159,7 @@ class Registry(Mapping[str, Blueprint]):
         entries: dict[str, Blueprint] = {}
         for bp in blueprints:
             if not isinstance(bp, Blueprint):
-                raise TypeError(f"Registry.of takes Blueprint instances; got {bp!r}")
+                raise InvalidTypeError(f"Registry.of takes Blueprint instances; got {bp!r}")
             if bp.key in entries:
                 raise BlueprintExistsError(
                     f"blueprint {bp.key!r} given twice to Registry.of; keys must be unique"
@@ -221,7 +228,7 @@ class Registry(Mapping[str, Blueprint]):
             BlueprintExistsError: the key is taken (remove it first with :meth:`without`).
         """
         if not isinstance(blueprint, Blueprint):
-            raise TypeError(f"with_blueprint takes a Blueprint; got {blueprint!r}")
+            raise InvalidTypeError(f"with_blueprint takes a Blueprint; got {blueprint!r}")
         if blueprint.key in self._entries:
             raise BlueprintExistsError(
                 f"blueprint {blueprint.key!r} already exists; to replace it use "
@@ -260,10 +267,10 @@ class Registry(Mapping[str, Blueprint]):
         return f"Registry({', '.join(parts)})"
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
-        raise AttributeError(f"Registry is immutable; cannot set {name!r} (use with_blueprint)")
+        raise ImmutableError(f"Registry is immutable; cannot set {name!r} (use with_blueprint)")
 
     def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError(f"Registry is immutable; cannot delete {name!r} (use without)")
+        raise ImmutableError(f"Registry is immutable; cannot delete {name!r} (use without)")
 
 
 @functools.cache

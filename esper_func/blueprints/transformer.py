@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _activation_checkpoint
 
 from esper_func.blueprints.registry import Blueprint, check_dim, reject_unknown_kwargs
-from esper_func.errors import ShapeError
+from esper_func.errors import InvalidTypeError, ShapeError
 
 try:  # FlexAttention ships with torch >= 2.5
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -240,7 +240,7 @@ def _heads(key: str, dim: int, n_head: object) -> int:
 
 def _flag(key: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{key}: {name} must be a bool; got {value!r}")
+        raise InvalidTypeError(f"{key}: {name} must be a bool; got {value!r}")
     return value
 
 
