@@ -121,7 +121,7 @@ def batch_indices(
     if drop_last:
         order = order[: (n // (world_size * batch_size)) * world_size * batch_size]
     shard = order[rank::world_size]
-    return list(torch.split(shard, batch_size))
+    return list(torch.split(shard, batch_size)) if shard.numel() else []
 
 
 # --------------------------------------------------------------------------- token windows
@@ -221,7 +221,7 @@ def window_starts(
             full = order[order + block_size < n]
             order = full[: (full.numel() // per_step) * per_step]
     shard = order[rank::world_size]
-    out = list(torch.split(shard, batch_size))
+    out = list(torch.split(shard, batch_size)) if shard.numel() else []
     return out[:steps] if steps is not None and not shuffle else out
 
 

@@ -326,16 +326,22 @@ def ngram_bits_per_byte(train: Tensor, evaluate: Tensor, *, order: int = 1, alph
     ev = _as_byte_tokens("evaluate", evaluate)
     if ev.numel() < order:
         raise ShapeError(f"evaluate must hold at least order={order} tokens; got {ev.numel()}")
-    grams, gram_counts = torch.unique(_codes(tr, order), return_counts=True)
     keys = _codes(ev, order)
-    joint = _lookup(grams, gram_counts, keys).to(torch.float64)
+    if VOCAB_SIZE**order <= 1 << 16:  # dense counts
+        joint = torch.bincount(_codes(tr, order), minlength=VOCAB_SIZE**order)[keys].to(torch.float64)
+    else:
+        grams, gram_counts = torch.unique(_codes(tr, order), return_counts=True)
+        joint = _lookup(grams, gram_counts, keys).to(torch.float64)
     if order == 1:
-        context = torch.full_like(joint, float(max(tr.numel(), 0)))
+        context = torch.full_like(joint, float(tr.numel()))
     else:
         # contexts counted over the same positions as the n-grams (each n-gram's first order-1 bytes)
         ctx_codes = _codes(tr, order - 1)[: max(tr.numel() - order + 1, 0)]
-        ctxs, ctx_counts = torch.unique(ctx_codes, return_counts=True)
-        context = _lookup(ctxs, ctx_counts, keys // VOCAB_SIZE).to(torch.float64)
+        if VOCAB_SIZE ** (order - 1) <= 1 << 16:
+            context = torch.bincount(ctx_codes, minlength=VOCAB_SIZE ** (order - 1))[keys // VOCAB_SIZE].to(torch.float64)
+        else:
+            ctxs, ctx_counts = torch.unique(ctx_codes, return_counts=True)
+            context = _lookup(ctxs, ctx_counts, keys // VOCAB_SIZE).to(torch.float64)
     prob = (joint + alpha) / (context + alpha * VOCAB_SIZE)
     return float(-(prob.log2().mean()))
 
