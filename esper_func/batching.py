@@ -226,12 +226,12 @@ def window_starts(
 
 
 def _gather_windows(tokens: Tensor, starts: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
-    """``(inputs, targets)``, ``int64 [len(starts), block_size]``, padded past the end of ``tokens``."""
+    """``(inputs, targets)``, ``int64 [len(starts), block_size]`` (contiguous, separate storage), padded past the end of ``tokens``."""
     n = tokens.numel()
     idx = starts.to(tokens.device)[:, None] + torch.arange(block_size + 1, device=tokens.device)
     if starts.numel() == 0 or int(idx[:, -1].max()) < n:
         w = tokens[idx].to(torch.int64)
-        return w[:, :-1], w[:, 1:]
+        return w[:, :-1].contiguous(), w[:, 1:].contiguous()
     valid = idx < n
     w = tokens[idx.clamp(max=n - 1)].to(torch.int64)
     inputs = torch.where(valid[:, :-1], w[:, :-1], PAD_TOKEN)

@@ -545,7 +545,11 @@ def load_stdlib_text(root: str | os.PathLike[str] | None = None, *, val_fraction
         size=n_train + n_val,
         sha256=source.sha256,
         splits=(("train", n_train), ("val", n_val)),
-        source=f"{source.python or 'Python'} standard library ({len(source.files)} files)",
+        source=(
+            f"{source.python} standard library ({len(source.files)} files)"
+            if source.python
+            else f"standard library files read from a given directory ({len(source.files)} files)"
+        ),
         files=(("train", files_per_split["train"]), ("val", files_per_split["val"])),
         details=(
             ("python", source.python),
