@@ -1,16 +1,40 @@
-"""Small built-in datasets and deterministic, shardable batch iteration.
+"""Built-in datasets and deterministic, shardable batches for training loops.
 
-* :func:`load_digits` — scikit-learn's bundled 8x8 handwritten digits (no
-  download; needs ``pip install 'esper-func[demo]'``).
+Datasets (nothing is ever downloaded):
+
+* :func:`load_digits` — scikit-learn's bundled 8x8 handwritten digits
+  (needs ``pip install 'esper-func[demo]'``).
+* :func:`load_stdlib_text` — a byte-level text corpus made of the Python
+  standard library's own source files (see :mod:`esper_func.text` for the
+  selection rule, the vocabulary and the split).
 * :func:`synthetic_images` — a tiny learnable dataset for fast tests.
 * :func:`load_cifar10` — CIFAR-10 from a local copy of the *binary* release
-  (``cifar-10-batches-bin``), read with plain byte parsing: never downloads,
-  never unpickles.
-* :func:`batch_indices` / :func:`batches` — the order of epoch ``e`` for
-  seed ``s`` is a pure function of ``(s, e)`` (a local ``torch.Generator``;
-  torch's global RNG is never touched), so a resumed run sees exactly the
-  same batches, and ``rank``/``world_size`` split each epoch's permutation
-  into disjoint shards for data-parallel training.
+  (``cifar-10-batches-bin``), read with plain byte parsing: never unpickles.
+
+Every dataset carries a :class:`DataInfo` record (``name``, ``bytes`` or
+``samples``, ``sha256`` of the exact data used, split sizes, source) that a
+run directory stores as its ``dataset`` entry.
+
+Batches. The order of epoch ``e`` for seed ``s`` is a pure function of
+``(s, e)`` (a local ``torch.Generator``; torch's global RNG is never
+touched), so a resumed run sees exactly the same batches, and
+``rank``/``world_size`` split each epoch into disjoint shards for
+data-parallel training:
+
+* :func:`batch_indices` / :func:`batches` — index batches over samples
+  (images, any aligned tensors).
+* :func:`window_starts` / :func:`token_batches` — ``(inputs, targets)``
+  windows of a token sequence for next-token language modelling
+  (``targets`` are ``inputs`` shifted by one).
+* :class:`TensorBatches` / :class:`TokenBatches` — the same as frozen,
+  re-iterable values (``Dataset.train_batches``, ``TextCorpus.val_batches``
+  ...), each one epoch of one rank's batches; ``at_epoch(e)`` gives another
+  epoch, :func:`for_epoch` does it for any batch source (DataLoaders
+  included). They are ``torch.utils.data.IterableDataset`` s, so
+  ``DataLoader(b, batch_size=None, num_workers=k)`` yields the same batches
+  in the same order; :class:`EpochBatchSampler` with :attr:`TensorBatches.items`
+  / :attr:`TokenBatches.items` builds the same batches from a map-style
+  DataLoader instead.
 
 Every split is made with a local generator too: the same ``seed`` gives the
 same split on every machine and every run.
@@ -23,25 +47,112 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
+from esper_func import text as _text
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func.errors import MissingDependencyError, ShapeError
+from esper_func._validate import check_choice, check_float, check_int, describe
+from esper_func.batching import (
+    IGNORE_INDEX,
+    PAD_TOKEN,
+    EpochBatches,
+    EpochBatchSampler,
+    TensorBatches,
+    TokenBatches,
+    TokenWindows,
+    _seed_of,
+    batch_indices,
+    epoch_generator,
+    for_epoch,
+    token_batches,
+    window_starts,
+)
+from esper_func.errors import DTypeError, InvalidArgumentError, InvalidTypeError, MissingDependencyError, ShapeError
+from esper_func.text import VOCAB_SIZE, SourceFile, decode, encode, ngram_bits_per_byte
 
 __all__ = [
+    "IGNORE_INDEX",
+    "PAD_TOKEN",
+    "VOCAB_SIZE",
+    "DataInfo",
     "Dataset",
+    "EpochBatchSampler",
+    "EpochBatches",
     "MissingDependencyError",
+    "SourceFile",
+    "TensorBatches",
+    "TextCorpus",
+    "TokenBatches",
+    "TokenWindows",
     "batch_indices",
     "batches",
+    "decode",
+    "encode",
     "epoch_generator",
+    "for_epoch",
     "load_cifar10",
     "load_digits",
+    "load_stdlib_text",
+    "ngram_bits_per_byte",
     "stratified_split",
     "synthetic_images",
+    "token_batches",
+    "window_starts",
 ]
+
+
+# --------------------------------------------------------------------------- identity records
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a dataset is, exactly: the record a run directory keeps as ``dataset``.
+
+    Attributes:
+        name: ``"digits"``, ``"python-stdlib"``, ...
+        unit: ``"samples"`` (image datasets) or ``"bytes"`` (text).
+        size: the number of samples or bytes, both splits together.
+        sha256: hex digest of the exact data used (each loader documents which bytes).
+        splits: ``(("train", n), ("val", n))`` in ``unit``.
+        source: where the data came from, for people (``"scikit-learn 1.9.1 load_digits"``).
+        files: per-split file counts (text corpora), else empty.
+        details: further ``(key, value)`` pairs (scalars), e.g. the Python
+            version a text corpus was read from or the split seed.
+    """
+
+    name: str
+    unit: Literal["samples", "bytes"]
+    size: int
+    sha256: str
+    splits: tuple[tuple[str, int], ...]
+    source: str
+    files: tuple[tuple[str, int], ...] = ()
+    details: tuple[tuple[str, str | int | float | bool | None], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``{"name", "samples" | "bytes", "sha256", "splits", "source", ["files"], **details}``."""
+        out: dict[str, Any] = {"name": self.name, self.unit: self.size, "sha256": self.sha256, "splits": dict(self.splits), "source": self.source}
+        if self.files:
+            out["files"] = dict(self.files)
+        out.update(self.details)
+        return out
+
+
+def _sha256_of(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _tensor_bytes(t: Tensor) -> bytes:
+    return t.detach().cpu().contiguous().numpy().tobytes() if t.numel() else b""
+
+
+# --------------------------------------------------------------------------- image datasets
 
 
 @pytree_dataclass
@@ -50,14 +161,15 @@ class Dataset:
     """An image classification dataset split into train and validation tensors.
 
     A frozen pytree: ``tree_map`` over it (e.g. ``.to(device)``) maps the
-    four tensors; ``num_classes`` and ``name`` are static. Shapes and label
-    dtypes are checked when all four fields are tensors.
+    four tensors; ``num_classes``, ``name`` and ``info`` are static. Shapes
+    and label dtypes are checked when all four fields are tensors.
 
     Attributes:
         x_train, x_val: images ``[N, C, H, W]``, ``float32``.
         y_train, y_val: labels ``[N]``, ``int64`` in ``[0, num_classes)``.
         num_classes: number of classes.
         name: a short identifier (``"digits"``, ``"synthetic"``, ``"cifar10"``).
+        info: the dataset's identity record (``None`` for a hand-built dataset).
     """
 
     x_train: Tensor
@@ -66,6 +178,7 @@ class Dataset:
     y_val: Tensor
     num_classes: int = static_field()
     name: str = static_field()
+    info: DataInfo | None = static_field(default=None)
 
     def __post_init__(self) -> None:
         fields = (self.x_train, self.y_train, self.x_val, self.y_val)
@@ -78,9 +191,11 @@ class Dataset:
                     f"{split} split must be images [N, C, H, W] and labels [N]; got {tuple(x.shape)} and {tuple(y.shape)}"
                 )
             if y.dtype != torch.int64:
-                raise TypeError(f"y_{split} must be int64; got {y.dtype}")
+                raise DTypeError(f"y_{split} must be int64; got {y.dtype}")
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise ShapeError(f"train and val images differ in shape: {tuple(self.x_train.shape[1:])} vs {tuple(self.x_val.shape[1:])}")
+        if self.info is not None and not isinstance(self.info, DataInfo):
+            raise InvalidTypeError(f"info must be a DataInfo or None; got {describe(self.info)}")
 
     @property
     def train(self) -> tuple[Tensor, Tensor]:
@@ -98,25 +213,32 @@ class Dataset:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
 
+    def train_batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> TensorBatches:
+        """Epoch ``epoch`` of the shuffled training split, rank ``rank``'s shard (see :func:`batch_indices`).
 
-# --------------------------------------------------------------------------- determinism helpers
+        Re-iterable; ``.at_epoch(e)`` (or :func:`for_epoch`) gives another epoch.
+        Use ``drop_last=True`` under data parallelism (every rank the same number of full batches).
+        """
+        return TensorBatches(
+            self.x_train, self.y_train, batch_size, shuffle=True, seed=seed, epoch=epoch,
+            drop_last=drop_last, rank=rank, world_size=world_size,
+        )
+
+    def val_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> TensorBatches:
+        """The validation split in order, rank ``rank``'s shard; every sample once over all ranks."""
+        return TensorBatches(self.x_val, self.y_val, batch_size, shuffle=False, rank=rank, world_size=world_size)
 
 
-def _seed_of(*parts: int) -> int:
-    """A 63-bit seed that is a pure function of ``parts`` (stable across runs and machines)."""
-    digest = hashlib.sha256(b"esper_func.data:" + ",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _check_int(name: str, value: object, *, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-    return value
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A new CPU ``torch.Generator`` seeded from ``(seed, epoch)`` alone."""
-    return torch.Generator().manual_seed(_seed_of(0, _check_int("seed", seed), _check_int("epoch", epoch)))
+# --------------------------------------------------------------------------- splits
 
 
 def stratified_split(labels: Tensor, *, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -124,9 +246,12 @@ def stratified_split(labels: Tensor, *, val_fraction: float, seed: int) -> tuple
 
     Deterministic in ``seed``; both index tensors are sorted, disjoint and together cover ``range(len(labels))``.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
-    g = torch.Generator().manual_seed(_seed_of(1, _check_int("seed", seed)))
+    if not isinstance(labels, Tensor) or labels.ndim != 1:
+        raise InvalidTypeError(f"labels must be a 1-D tensor; got {describe(labels)}")
+    val_fraction = check_float("val_fraction", val_fraction, minimum=0.0)
+    if not val_fraction < 1.0:
+        raise InvalidArgumentError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+    g = torch.Generator().manual_seed(_seed_of(1, check_int("seed", seed, minimum=0)))
     val_parts = []
     for cls in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == cls).flatten()
@@ -159,21 +284,42 @@ def load_digits(*, seed: int = 0, val_fraction: float = 0.2) -> Dataset:
     per class, ``round(val_fraction * n_class)`` images (chosen by ``seed``)
     go to validation.
 
+    ``info.sha256`` is the digest of the exact integer data and the split:
+    the pixels as ``uint8`` (``N x 64``, row-major, in scikit-learn's order),
+    then the labels as ``uint8``, then one ``uint8`` per sample, 1 where it
+    went to validation. The float tensors are a fixed function of these
+    (the digest avoids them because a float reduction's last bit may differ
+    between CPUs).
+
     Raises:
         MissingDependencyError: scikit-learn is not installed.
     """
+    seed = check_int("seed", seed, minimum=0)
     try:
+        import sklearn
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as exc:
         raise MissingDependencyError(
             "load_digits needs scikit-learn, which is not installed: pip install 'esper-func[demo]'"
         ) from exc
     bunch = sk_load_digits()
-    x = torch.as_tensor(bunch.images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    pixels = torch.as_tensor(bunch.images).reshape(-1, 64)
+    x = pixels.to(torch.float32).reshape(-1, 1, 8, 8) / 16.0
     y = torch.as_tensor(bunch.target, dtype=torch.int64)
     train, val = stratified_split(y, val_fraction=val_fraction, seed=seed)
     x_train, x_val = _standardise(x[train], x[val])
-    return Dataset(x_train, y[train], x_val, y[val], num_classes=10, name="digits")
+    is_val = torch.zeros(y.numel(), dtype=torch.uint8)
+    is_val[val] = 1
+    info = DataInfo(
+        name="digits",
+        unit="samples",
+        size=int(y.numel()),
+        sha256=_sha256_of(_tensor_bytes(pixels.to(torch.uint8)), _tensor_bytes(y.to(torch.uint8)), _tensor_bytes(is_val)),
+        splits=(("train", int(train.numel())), ("val", int(val.numel()))),
+        source=f"scikit-learn {sklearn.__version__} load_digits",
+        details=(("seed", seed), ("val_fraction", float(val_fraction))),
+    )
+    return Dataset(x_train, y[train], x_val, y[val], num_classes=10, name="digits", info=info)
 
 
 def synthetic_images(
@@ -193,38 +339,50 @@ def synthetic_images(
     is its class's prototype plus ``noise`` times standard normal noise.
     Labels are balanced (``i % classes``, shuffled), split stratified into
     train/val. Everything is a pure function of the arguments.
+    ``info.sha256`` digests the four tensors as produced (``float32`` and
+    ``int64`` bytes, train images, train labels, val images, val labels).
     """
-    n = _check_int("n", n, low=1)
-    classes = _check_int("classes", classes, low=2)
-    size = _check_int("size", size, low=1)
-    channels = _check_int("channels", channels, low=1)
+    n = check_int("n", n, minimum=1)
+    classes = check_int("classes", classes, minimum=2)
+    size = check_int("size", size, minimum=1)
+    channels = check_int("channels", channels, minimum=1)
+    noise = check_float("noise", noise, minimum=0.0)
     if n < classes:
-        raise ValueError(f"n ({n}) must be at least classes ({classes})")
-    g = torch.Generator().manual_seed(_seed_of(2, _check_int("seed", seed)))
+        raise InvalidArgumentError(f"n ({n}) must be at least classes ({classes})")
+    g = torch.Generator().manual_seed(_seed_of(2, check_int("seed", seed, minimum=0)))
     coarse = max(1, size // 4)
     protos = torch.randn(classes, channels, coarse, coarse, generator=g)
     protos = torch.nn.functional.interpolate(protos, size=(size, size), mode="bilinear", align_corners=False)
     protos = (protos - protos.mean(dim=(1, 2, 3), keepdim=True)) / protos.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
     y = (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
-    x = protos[y] + float(noise) * torch.randn(n, channels, size, size, generator=g)
+    x = protos[y] + noise * torch.randn(n, channels, size, size, generator=g)
     train, val = stratified_split(y, val_fraction=val_fraction, seed=seed)
-    return Dataset(x[train], y[train], x[val], y[val], num_classes=classes, name="synthetic")
+    parts = (x[train], y[train], x[val], y[val])
+    info = DataInfo(
+        name="synthetic",
+        unit="samples",
+        size=n,
+        sha256=_sha256_of(*(_tensor_bytes(t) for t in parts)),
+        splits=(("train", int(train.numel())), ("val", int(val.numel()))),
+        source="esper_func synthetic_images",
+        details=(("seed", seed), ("classes", classes), ("size", size), ("channels", channels), ("noise", noise)),
+    )
+    return Dataset(*parts, num_classes=classes, name="synthetic", info=info)
 
 
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
-def _read_cifar_bin(paths: Sequence[Path]) -> tuple[Tensor, Tensor]:
+def _read_cifar_bin(raws: Sequence[tuple[Path, bytes]]) -> tuple[Tensor, Tensor]:
     chunks = []
-    for path in paths:
-        raw = path.read_bytes()
+    for path, raw in raws:
         if len(raw) % _CIFAR_RECORD:
-            raise ValueError(f"{path} is not a CIFAR-10 binary batch: {len(raw)} bytes is not a multiple of {_CIFAR_RECORD}")
+            raise InvalidArgumentError(f"{path} is not a CIFAR-10 binary batch: {len(raw)} bytes is not a multiple of {_CIFAR_RECORD}")
         chunks.append(torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(-1, _CIFAR_RECORD))
     records = torch.cat(chunks)
     y = records[:, 0].to(torch.int64)
     if y.numel() and int(y.max()) > 9:
-        raise ValueError(f"CIFAR-10 labels must be 0..9; found {int(y.max())} in {[str(p) for p in paths]}")
+        raise InvalidArgumentError(f"CIFAR-10 labels must be 0..9; found {int(y.max())} in {[str(p) for p, _ in raws]}")
     x = records[:, 1:].reshape(-1, 3, 32, 32).to(torch.float32) / 255.0
     return x, y
 
@@ -237,11 +395,14 @@ def load_cifar10(root: str | os.PathLike[str]) -> Dataset:
     ``test_batch.bin`` (from https://www.cs.toronto.edu/~kriz/cifar.html,
     "CIFAR-10 binary version"). Train = the five data batches, val = the
     test batch; images ``[N, 3, 32, 32]`` scaled to [0, 1] then standardised
-    per channel with train statistics.
+    per channel with train statistics. ``info.sha256`` digests the six files'
+    bytes in that order.
 
     Raises:
         FileNotFoundError: the files are not there (the message says what to download and where).
     """
+    if not isinstance(root, (str, os.PathLike)):
+        raise InvalidTypeError(f"root must be a path (str or os.PathLike); got {describe(root)}")
     base = Path(root)
     if (base / "cifar-10-batches-bin").is_dir():
         base = base / "cifar-10-batches-bin"
@@ -253,55 +414,183 @@ def load_cifar10(root: str | os.PathLike[str]) -> Dataset:
             f"CIFAR-10 binary files {missing} not found in {base}; esper_func never downloads data: fetch "
             f"'CIFAR-10 binary version' (cifar-10-binary.tar.gz) and extract it under {Path(root)}"
         )
-    x_train, y_train = _read_cifar_bin(train_files)
-    x_val, y_val = _read_cifar_bin([test_file])
+    train_raw = [(p, p.read_bytes()) for p in train_files]
+    test_raw = [(test_file, test_file.read_bytes())]
+    x_train, y_train = _read_cifar_bin(train_raw)
+    x_val, y_val = _read_cifar_bin(test_raw)
     x_train, x_val = _standardise(x_train, x_val)
-    return Dataset(x_train, y_train, x_val, y_val, num_classes=10, name="cifar10")
+    info = DataInfo(
+        name="cifar10",
+        unit="samples",
+        size=int(y_train.numel() + y_val.numel()),
+        sha256=_sha256_of(*(raw for _, raw in (*train_raw, *test_raw))),
+        splits=(("train", int(y_train.numel())), ("val", int(y_val.numel()))),
+        source="CIFAR-10 binary version (local files)",
+    )
+    return Dataset(x_train, y_train, x_val, y_val, num_classes=10, name="cifar10", info=info)
 
 
-# --------------------------------------------------------------------------- batching
+# --------------------------------------------------------------------------- the text corpus
 
 
-def batch_indices(
-    n: int,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int | None = None,
-    epoch: int | None = None,
-    drop_last: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-) -> list[Tensor]:
-    """The index batches (``int64`` tensors) that rank ``rank`` sees in epoch ``epoch``.
+@pytree_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextCorpus:
+    """A byte-level text corpus split by file into training and held-out validation text.
 
-    The epoch's order is ``randperm(n)`` from :func:`epoch_generator`
-    ``(seed, epoch)`` when ``shuffle`` (then ``seed`` and ``epoch`` are
-    required), else ``0..n-1``. Rank ``r`` of ``world_size`` takes the
-    strided shard ``order[r::world_size]``: shards are disjoint and together
-    cover the epoch. Without ``drop_last`` every index is seen exactly once
-    per epoch (the last batch may be short, and ranks may differ by one
-    batch). With ``drop_last`` the order is first cut to a multiple of
-    ``world_size * batch_size``, so every rank gets the same number of full
-    batches (what data-parallel training needs); the cut-off indices
-    change with the epoch when shuffling.
+    A frozen pytree: the two token tensors are leaves (``tree_map`` moves
+    them to a device), everything else is static.
+
+    Attributes:
+        train, val: 1-D ``uint8`` tensors of byte tokens (``0 .. 255``).
+        name: the corpus name (``"python-stdlib"``).
+        info: the identity record; ``info.sha256`` is the digest of
+            ``train`` followed by ``val``, the exact bytes used.
+        files: each file used, with its split, offset into its split and length.
+        missing: listed files the installation did not have (skipped).
+        vocab_size: 256 (tokens are bytes).
     """
-    n = _check_int("n", n)
-    batch_size = _check_int("batch_size", batch_size, low=1)
-    world_size = _check_int("world_size", world_size, low=1)
-    rank = _check_int("rank", rank)
-    if rank >= world_size:
-        raise ValueError(f"rank must be in [0, world_size={world_size}); got {rank}")
-    if shuffle:
-        if seed is None or epoch is None:
-            raise ValueError("shuffle=True needs seed= and epoch= (the order is a pure function of both)")
-        order = torch.randperm(n, generator=epoch_generator(seed, epoch))
+
+    train: Tensor
+    val: Tensor
+    name: str = static_field()
+    info: DataInfo = static_field()
+    files: tuple[SourceFile, ...] = static_field(default=())
+    missing: tuple[str, ...] = static_field(default=())
+    vocab_size: int = static_field(default=VOCAB_SIZE)
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(t, Tensor) for t in (self.train, self.val)):
+            return  # a tree transformation with non-tensor leaves
+        for split in ("train", "val"):
+            t = getattr(self, split)
+            if t.ndim != 1:
+                raise ShapeError(f"{split} must be a 1-D token tensor; got shape {tuple(t.shape)}")
+            if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                raise DTypeError(f"{split} must hold integer tokens; got {t.dtype}")
+
+    def train_batches(
+        self,
+        batch_size: int,
+        block_size: int,
+        *,
+        seed: int,
+        epoch: int = 0,
+        steps: int | None = None,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> TokenBatches:
+        """Random ``block_size`` windows of the training text: epoch ``epoch``, rank ``rank``'s shard.
+
+        ``steps=None``: one pass over the training text per epoch (a random
+        phase, then every non-overlapping window once, shuffled); ``steps=k``:
+        exactly ``k`` batches per rank. See :func:`window_starts`. Every batch
+        is ``[batch_size, block_size]`` by default (``drop_last=True``).
+        """
+        return TokenBatches(
+            self.train, batch_size, block_size, shuffle=True, seed=seed, epoch=epoch, steps=steps,
+            drop_last=drop_last, rank=rank, world_size=world_size,
+        )
+
+    def val_batches(
+        self,
+        batch_size: int,
+        block_size: int,
+        *,
+        steps: int | None = None,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> TokenBatches:
+        """The held-out text in order, in non-overlapping windows: every byte after the first is a target exactly once.
+
+        The last window may be padded (targets :data:`IGNORE_INDEX`); weight
+        per-batch means by ``(targets != IGNORE_INDEX).sum()``. ``steps=k``
+        keeps only each rank's first ``k`` batches (a quick estimate).
+        """
+        return TokenBatches(
+            self.val, batch_size, block_size, shuffle=False, steps=steps, drop_last=drop_last, rank=rank,
+            world_size=world_size,
+        )
+
+
+def load_stdlib_text(root: str | os.PathLike[str] | None = None, *, val_fraction: float = 0.1) -> TextCorpus:
+    """The Python standard library's source as a byte-level corpus, split into train and validation by file.
+
+    Reads the files of :data:`esper_func.text.STDLIB_FILES` (a fixed list of
+    top-level modules, about 3 MB on CPython 3.11) from
+    ``sysconfig.get_paths()["stdlib"]``, or from ``root``; a file is held out
+    when the hash of its path says so (:func:`esper_func.text.is_validation_file`),
+    about ``val_fraction`` of the files. Tokens are bytes (``vocab_size`` 256).
+    Takes milliseconds; reads files and nothing else (no RNG, no cache, no writes).
+
+    ``info`` records the name, total ``bytes``, the ``sha256`` of the exact bytes
+    used (train then val), bytes and files per split, the Python
+    implementation and version the files came from, the selection version
+    and the vocabulary. The same Python release gives the same corpus on
+    every machine.
+
+    Raises:
+        MissingDependencyError: the standard library's ``.py`` sources are not
+            there (fewer than 1 MB of the listed files found); the message
+            says where it looked.
+    """
+    source = _text.read_stdlib(root, val_fraction=val_fraction)
+    n_train, n_val = len(source.train), len(source.val)
+    files_per_split = {split: sum(1 for f in source.files if f.split == split) for split in ("train", "val")}
+    info = DataInfo(
+        name=_text.CORPUS_NAME,
+        unit="bytes",
+        size=n_train + n_val,
+        sha256=source.sha256,
+        splits=(("train", n_train), ("val", n_val)),
+        source=(
+            f"{source.python} standard library ({len(source.files)} files)"
+            if source.python
+            else f"standard library files read from a given directory ({len(source.files)} files)"
+        ),
+        files=(("train", files_per_split["train"]), ("val", files_per_split["val"])),
+        details=(
+            ("python", source.python),
+            ("selection", _text.SELECTION),
+            ("missing_files", len(source.missing)),
+            ("val_fraction", source.val_fraction),
+            ("tokens", "bytes"),
+            ("vocab_size", VOCAB_SIZE),
+        ),
+    )
+    return TextCorpus(
+        train=encode(source.train),
+        val=encode(source.val),
+        name=_text.CORPUS_NAME,
+        info=info,
+        files=source.files,
+        missing=source.missing,
+    )
+
+
+# --------------------------------------------------------------------------- sample batches
+
+
+def _tensors_of(data: Any, split: str) -> tuple[Tensor, ...]:
+    if isinstance(data, Dataset):
+        split = check_choice("split", split, ("train", "val"))
+        tensors: tuple[Tensor, ...] = data.train if split == "train" else data.val
+    elif isinstance(data, Tensor):
+        tensors = (data,)
     else:
-        order = torch.arange(n)
-    if drop_last:
-        order = order[: (n // (world_size * batch_size)) * world_size * batch_size]
-    shard = order[rank::world_size]
-    return list(torch.split(shard, batch_size))
+        if not isinstance(data, Sequence) or isinstance(data, (str, bytes)):
+            raise InvalidTypeError(f"data must be a Dataset, a tensor or a non-empty sequence of tensors; got {describe(data)}")
+        tensors = tuple(data)
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            raise InvalidTypeError(f"data must be a Dataset, a tensor or a non-empty sequence of tensors; got {describe(data)}")
+    if any(t.ndim == 0 for t in tensors):
+        raise ShapeError(f"every tensor needs a first (sample) dimension; got shapes {[tuple(t.shape) for t in tensors]}")
+    n = tensors[0].shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        raise ShapeError(f"all tensors must have the same first dimension; got {[tuple(t.shape) for t in tensors]}")
+    return tensors
 
 
 @overload
@@ -351,21 +640,13 @@ def batches(
     ``data`` is a :class:`Dataset` (its ``split``: ``"train"`` or ``"val"``),
     a tensor, or a sequence of tensors with the same first dimension. The
     order, the sharding and ``drop_last`` are those of :func:`batch_indices`.
+    A one-shot iterator; :class:`TensorBatches` is the re-iterable form.
     """
-    if isinstance(data, Dataset):
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val'; got {split!r}")
-        tensors: tuple[Tensor, ...] = data.train if split == "train" else data.val
-    elif isinstance(data, Tensor):
-        tensors = (data,)
-    else:
-        tensors = tuple(data)
-        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-            raise TypeError("data must be a Dataset, a tensor or a non-empty sequence of tensors")
-    n = tensors[0].shape[0]
-    if any(t.shape[0] != n for t in tensors):
-        raise ShapeError(f"all tensors must have the same first dimension; got {[tuple(t.shape) for t in tensors]}")
+    tensors = _tensors_of(data, split)
     for idx in batch_indices(
-        n, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last, rank=rank, world_size=world_size
+        tensors[0].shape[0], batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last, rank=rank,
+        world_size=world_size,
     ):
         yield tuple(t[idx.to(t.device)] for t in tensors)
+
+

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esper_func import data
-from esper_func.errors import ShapeError
+from esper_func.errors import EsperFuncError, ShapeError
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,31 @@ def test_digits_split_reproducible_stratified_disjoint(digits: data.Dataset) -> 
     assert smaller.x_val.shape[0] < digits.x_val.shape[0]
 
 
+DIGITS_SHA256 = "a9bcc3a0341f2534702ddfda8e3fef7ad8b24e5b4245d5bac503ada09a377ff3"  # seed 0, val_fraction 0.2
+
+
+def test_digits_identity_record(digits: data.Dataset) -> None:
+    import hashlib
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    info = digits.info
+    assert info is not None
+    record = info.to_dict()
+    assert record["name"] == "digits" and record["samples"] == 1797 and record["sha256"] == DIGITS_SHA256
+    assert record["splits"] == {"train": digits.y_train.numel(), "val": digits.y_val.numel()}
+    assert record["seed"] == 0 and record["val_fraction"] == 0.2 and record["source"].startswith("scikit-learn ")
+    # the documented recipe: pixels (uint8), labels (uint8), one uint8 per sample (1 = validation)
+    bunch = load_digits()
+    _, val = data.stratified_split(torch.as_tensor(bunch.target), val_fraction=0.2, seed=0)
+    is_val = np.zeros(1797, dtype=np.uint8)
+    is_val[val.numpy()] = 1
+    digest = hashlib.sha256(bunch.images.astype(np.uint8).tobytes() + bunch.target.astype(np.uint8).tobytes() + is_val.tobytes())
+    assert digest.hexdigest() == DIGITS_SHA256
+    assert data.load_digits(seed=1).info.sha256 != DIGITS_SHA256  # type: ignore[union-attr]
+
+
 def test_digits_without_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r"pip install 'esper-func\[demo\]'") as info:
@@ -106,8 +131,13 @@ def test_dataset_is_a_checked_pytree() -> None:
     assert doubled.x_train.dtype == torch.float64 and doubled.name == "synthetic"
     with pytest.raises(ShapeError):
         data.Dataset(ds.x_train, ds.y_val, ds.x_val, ds.y_val, num_classes=4, name="bad")
-    with pytest.raises(TypeError, match="int64"):
+    with pytest.raises(TypeError, match="int64") as info:
         data.Dataset(ds.x_train, ds.y_train.int(), ds.x_val, ds.y_val, num_classes=4, name="bad")
+    assert isinstance(info.value, EsperFuncError)
+    assert ds.info is not None and shapes.info == ds.info  # the identity record is static
+    again = data.synthetic_images(40, seed=0)
+    assert again.info == ds.info and data.synthetic_images(40, seed=1).info != ds.info
+    assert ds.info.to_dict()["samples"] == 40 and data.Dataset(*ds.train, *ds.val, num_classes=4, name="hand-made").info is None
 
 
 # --------------------------------------------------------------------------- batching
@@ -203,6 +233,7 @@ def test_load_cifar10_binary(tmp_path: Path) -> None:
     torch.testing.assert_close(ds.x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     raw = (tmp_path / "cifar-10-batches-bin" / "test_batch.bin").read_bytes()
     assert ds.y_val[0] == raw[0]
+    assert ds.info is not None and ds.info.to_dict()["samples"] == 24 and len(ds.info.sha256) == 64
 
 
 def test_load_cifar10_missing(tmp_path: Path) -> None:
