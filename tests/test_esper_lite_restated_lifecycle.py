@@ -1,8 +1,84 @@
 """esper-lite's own lifecycle assertions, restated against esper_func's public API.
 
 Each test names the esper-lite test(s) it restates (``# esper-lite: <file>::<test>``,
-paths relative to esper-lite's ``tests/`` at commit 2016337e). The table of
-esper-lite tests that are skipped or deviate follows.
+paths relative to esper-lite's ``tests/`` at commit 2016337e). This module covers
+esper-lite's lifecycle tests: gates G0-G5 (strict and permissive), the alpha
+controller and its curves, transitions, ``step_epoch`` and the cooldown, prune
+and scheduled prune, metrics, gradient telemetry, ``SeedState`` and slot
+``_extra_state`` serialization and lifecycle events (``tests/kasmina``, the
+lifecycle parts of ``tests/leyline`` and the lifecycle and gradient-collector
+parts of ``tests/simic``). esper-lite's tests mutate a ``SeedSlot``/``SeedState``;
+here every step is a pure esper_func call on a frozen ``ef.SeedState``, and a
+state esper-lite builds by assignment (``state.stage = HOLDING``) is built by
+keyword (``ef.SeedState(..., stage=HOLDING)``).
+
+Skipped esper-lite tests
+------------------------
+
+| esper-lite test | why it is not restated |
+|---|---|
+| kasmina/test_alpha_steepness.py::TestSigmoidNumericalStability::test_sigmoid_helper_equivalence | esper-lite's private ``_sigmoid`` helper; its observable effect (the sigmoid curve, also at extreme steepness) is restated through the controller |
+| kasmina/test_alpha_steepness.py::TestSigmoidNumericalStability::test_sigmoid_helper_extreme_values | same private helper |
+| kasmina/test_numerical_robustness.py::TestExtremeValues::test_accuracy_from_gpu_tensor | CUDA only (the CPU tensor case is restated) |
+| kasmina/test_gradient_health_monitor.py::TestSeedSlotAsyncGradientCapture::test_async_capture_returns_true_when_active | esper-lite's two-phase (capture/finalize) slot mechanics; esper_func's ``gradient_norms`` is already sync-free and ``record_gradients`` is one pure call |
+| kasmina/test_gradient_health_monitor.py::TestSeedSlotAsyncGradientCapture::test_finalize_noop_without_async_capture | same: there is no pending capture to finalize |
+| kasmina/test_gradient_health_monitor.py::TestSeedSlotAsyncGradientCapture::test_async_equivalent_to_sync | same: one code path |
+| kasmina/test_ddp_gate_sync.py::TestSyncGateDecisionNoDDP::test_passthrough_when_dist_not_available | DDP broadcast of gate decisions; esper_func's gates are pure functions of all-reduced numbers (docs/migrating-from-esper-lite.md) |
+| kasmina/test_ddp_gate_sync.py::TestSyncGateDecisionNoDDP::test_passthrough_when_dist_not_initialized | DDP broadcast |
+| kasmina/test_ddp_gate_sync.py::TestSyncGateDecisionWithDDP::test_rank0_result_broadcast_to_all_ranks | DDP broadcast |
+| kasmina/test_ddp_gate_sync.py::TestSyncGateDecisionWithDDP::test_non_rank0_receives_broadcast_result | DDP broadcast |
+| kasmina/test_ddp_gate_sync.py::TestSyncGateDecisionWithDDP::test_no_divergence_note_when_results_agree | DDP broadcast |
+| kasmina/test_ddp_gate_sync.py::TestAdvanceStageWithDDPSync::test_advance_stage_calls_sync_gate_decision | DDP broadcast |
+| kasmina/properties/test_slot_properties.py::TestTempoProperties::test_tempo_to_epochs_mapping_consistency | RL action space (``TempoAction``/``TEMPO_TO_EPOCHS``) |
+| kasmina/properties/test_slot_properties.py::TestTempoProperties::test_tempo_action_enum_bounds | RL action space |
+| leyline/test_leyline.py::TestTrainingMetrics::test_default_values | esper-lite's ``TrainingMetrics`` RL signal record; no esper_func counterpart |
+| leyline/test_leyline.py::TestTrainingMetrics::test_can_set_values | same |
+| leyline/test_leyline.py::TestSeedStateReport::test_default_values | esper-lite's ``SeedStateReport`` RL observation record; no esper_func counterpart |
+| leyline/test_leyline.py::TestSeedStateReport::test_with_metrics | same |
+| simic/test_gradient_collector.py::TestGradientHealthMetrics::test_dataclass_fields | esper-lite's enhanced ``GradientHealthMetrics`` record (layer min/max, NaN counts) for RL telemetry; esper_func measures what the gates read (``ef.gradient_health``) |
+| simic/test_gradient_collector.py::TestGradientHealthMetrics::test_is_healthy | same record |
+| simic/test_gradient_collector.py::TestEnhancedCollector::test_collect_returns_enhanced_metrics | same record |
+| simic/training/test_rent_shock_inputs.py::test_training_stage_active_seed_pays_no_base_rent | RL reward (rent) inputs |
+| simic/training/test_rent_shock_inputs.py::test_gated_blending_counts_gate_network_as_reward_rent_overhead | RL reward (rent) inputs |
+
+Restated with a documented deviation or an adaptation
+-----------------------------------------------------
+
+| esper-lite test | how the restatement differs |
+|---|---|
+| kasmina/test_seed_state.py::TestSeedStateKwOnly::test_minimum_required_fields | esper_func's ``SeedState.slot_id`` has no default (esper-lite: ``""``); the stage default (DORMANT) is checked |
+| kasmina/test_gate_logic.py::TestGateLevelMapping::test_unmapped_stage_raises_valueerror | same ValueError; esper_func's message says "no gate is defined" (esper-lite: "No gate defined") |
+| kasmina/test_gate_logic.py::TestG2PermissiveSafetyGate::test_permissive_g2_fails_without_telemetry | esper_func has no "telemetry None"; the unmeasured default telemetry is the same fact |
+| kasmina/test_alpha_steepness.py::TestAlphaControllerSteepnessSerialization::test_from_dict_rejects_old_checkpoints_without_steepness | esper-lite raises KeyError; esper_func its ``CheckpointError`` (a ValueError) naming ``alpha_steepness`` |
+| kasmina/test_host_edge_cases.py::TestSeedMetricsSerialization::test_missing_schema_version_raises | KeyError in esper-lite; ``CheckpointError`` naming ``_schema_version`` here |
+| kasmina/test_seed_slot_checkpoint.py::TestExtraStateValidation::test_rejects_missing_version | KeyError in esper-lite; ``CheckpointError`` naming the key here |
+| kasmina/test_seed_slot_checkpoint.py::TestExtraStateValidation::test_rejects_schema_version_mismatch | ValueError "schema mismatch" in esper-lite; ``CheckpointError`` (a ValueError) naming version 0 here |
+| kasmina/test_seed_slot_checkpoint.py::TestExtraStateValidation::test_rejects_missing_isolate_gradients | KeyError in esper-lite; ``CheckpointError`` here |
+| kasmina/test_seed_slot_checkpoint.py::TestExtraStateValidation::test_rejects_missing_blend_algorithm_id | KeyError in esper-lite; ``CheckpointError`` here |
+| kasmina/test_seed_slot_checkpoint.py::TestExtraStateValidation::test_isolate_gradients_roundtrip_true | documented: esper_func derives isolation from stage and topology (docs/migrating-from-esper-lite.md, "Gradient isolation"), so a flag set by hand cannot be round-tripped; checked where the flag is True (TRAINING) |
+| kasmina/test_seed_slot_checkpoint.py::TestExtraStateValidation::test_isolate_gradients_roundtrip_false | same; checked where it is False (transformer BLENDING) |
+| kasmina/test_step_epoch_lifecycle.py::TestStepEpochTrainingToBlending::test_training_does_not_advance_after_dwell | esper-lite's hand-built TRAINING state (``fast_mode``) has isolation off; esper_func's TRAINING is always isolated (derived, documented) |
+| kasmina/test_slot_edge_cases.py::TestGerminationErrors::test_germinate_twice_raises_runtime_error | RuntimeError "unavailable for germination" in esper-lite; esper_func's executor (``ef.apply_action``) raises ``IllegalTransitionError`` (a ValueError) "occupied" |
+| kasmina/test_prune_cooldown_pipeline.py::TestPruneCooldownPipeline::test_embargo_blocks_germinate_until_dwell_completes | same error class difference |
+| kasmina/test_public_lifecycle_contract.py::test_prune_cooldown_pipeline_blocks_regermination_until_slot_is_empty | same error class difference |
+| kasmina/properties/test_slot_properties.py::TestAlphaBoundsInvariant::test_set_alpha_clamps_to_bounds | documented: a NaN alpha raises in esper_func (esper-lite's test skips NaN too) |
+| kasmina/properties/test_slot_properties.py::TestStageTransitionValidity::test_can_transition_to_follows_valid_transitions | esper_func has no public ``can_transition_to``; restated through ``advance`` with every gate passing |
+| kasmina/properties/test_slot_properties.py::TestStageTransitionValidity::test_transition_only_succeeds_for_valid_pairs | same, for the gated targets; failure-stage targets raise (restated separately) |
+| kasmina/test_kasmina_telemetry.py::TestEnrichedTelemetry::test_germinate_emits_blueprint_id | esper_func's lifecycle builds no module: the caller passes ``seed_params`` |
+| kasmina/test_serialization.py::TestSeedStateSerialization::test_state_datetime_serialization | esper_func counts epochs, never reads a clock: the stage start is an epoch written as an ISO timestamp (documented) |
+| kasmina/test_serialization.py::TestTelemetrySerialization::test_telemetry_preserved_through_state | esper_func's telemetry stores the measured fields and the sync epoch; ``accuracy`` is derived from the metrics |
+| kasmina/test_slot_telemetry.py::test_lifecycle_events_include_alpha_and_epochs | esper-lite's test hand-builds a payload; here a real transition's event is checked |
+| kasmina/test_slot_telemetry.py::test_lifecycle_events_include_health_fields_when_available | same |
+| simic/test_auto_prune_penalty.py::test_scheduled_policy_prune_does_not_set_auto_pruned_flag | esper-lite's setup (``transition(BLENDING)`` from DORMANT) fails silently; restated on a BLENDING seed at alpha 0 |
+| kasmina/test_numerical_robustness.py::TestFloatingPointAccumulation::test_gated_blend_output_bounded | esper-lite calls the gate directly; here the gate's value is read off the blend (seed output 0, alpha 1) |
+
+Real disagreements (``xfail(strict=True)``)
+--------------------------------------------
+
+| esper-lite test | esper_func |
+|---|---|
+| simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_host_gradients_async_handles_extreme_values | ``ef.gradient_norms`` takes float32 norms of float32 gradients: 1e20 gradients give ``inf`` (esper-lite squares in float64: finite) |
+| simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_seed_gradients_only_async_handles_extreme_values | same |
 """
 
 from __future__ import annotations
@@ -1927,11 +2003,10 @@ def test_state_roundtrip(roundtrip: Any) -> None:
     assert restored.metrics.current_val_accuracy == 60.0
 
 
-@pytest.mark.parametrize("stage", [s for s in S if s != S.UNKNOWN])
+@pytest.mark.parametrize("stage", list(S))
 @ROUNDTRIPS
 def test_state_stage_enum_serialization(stage: S, roundtrip: Any) -> None:
     # esper-lite: kasmina/test_serialization.py::TestSeedStateSerialization::test_state_stage_enum_serialization
-    # (UNKNOWN is the "never set" previous stage; no state is ever in it)
     state = make(stage, slot_id="r0c0")
     assert isinstance(ef.seed_state_to_esper_lite(state)["stage"], int)
     assert roundtrip(state).stage == stage
@@ -2472,3 +2547,88 @@ class SeedLifecycleMachine(RuleBasedStateMachine):
 # esper-lite: kasmina/properties/test_slot_properties.py::TestSeedSlotLifecycle (SeedSlotStateMachine.TestCase)
 TestSeedLifecycleMachine = SeedLifecycleMachine.TestCase
 TestSeedLifecycleMachine.settings = settings(max_examples=10, stateful_step_count=30, deadline=None)
+
+
+# =========================================================================== counterfactual alpha ("force_alpha")
+
+
+def test_forcing_alpha_changes_nothing() -> None:
+    # esper-lite: kasmina/test_slot_edge_cases.py::TestForceAlphaContext::test_force_alpha_temporarily_overrides
+    # (esper-lite mutates the slot and restores it; esper_func passes another alpha and the state never changes)
+    slot, params = affine_slot(64, scale=0.0, shift=1.0)
+    state = make(S.BLENDING, slot_id="r0c0", alpha_controller=ef.AlphaController(alpha=0.8))
+    x = torch.randn(2, 64, 4, 4)
+    assert torch.equal(ef.slot_apply(slot, params, torch.tensor(0.0), x, stage=state.stage), x)
+    assert state.alpha == 0.8
+    # esper-lite: kasmina/test_slot_edge_cases.py::TestForceAlphaContext::test_force_alpha_no_seed_preserves_empty_slot
+    free = make(S.DORMANT, slot_id="r0c0")
+    assert ef.is_free(free) and not ef.has_seed(free) and free.alpha == 0.0
+    # esper-lite: kasmina/test_slot_edge_cases.py::TestForceAlphaContext::test_force_alpha_disables_schedule
+    gated, gated_params = affine_slot(64, algorithm=A.GATE, scale=0.0, shift=1.0, gate=0.9)
+    assert torch.equal(ef.slot_apply(gated, gated_params, torch.tensor(0.0), x, stage=S.BLENDING), x)
+    assert "gate" in gated_params
+
+
+def test_fossilized_cull_protection() -> None:
+    # esper-lite: leyline/test_lifecycle_fix.py::TestFossilizedCullProtection::test_cull_fossilized_seed_returns_false
+    fossil = make(S.FOSSILIZED, slot_id="r0c1", blueprint_id="conv_heavy")
+    same, events = ef.prune(fossil, "test")
+    assert same is fossil and events == () and same.stage == S.FOSSILIZED
+    # esper-lite: leyline/test_lifecycle_fix.py::TestFossilizedCullProtection::test_cull_non_fossilized_seed_works
+    state, events = ef.prune(advanced(ef.germinate("r0c1", "conv_heavy"), S.TRAINING, STRICT), "test")
+    assert events and state.stage == S.PRUNED
+
+
+def test_gate_evaluated_event_structure() -> None:
+    # esper-lite: kasmina/test_seed_gate_evaluated_payload.py::test_gate_evaluated_payload_structure
+    event = ef.GateEvaluated(slot_id="r0c1", seed_id="s1", epoch=0, gate=G.G1, target_stage=S.TRAINING, passed=True,
+                             score=1.0, checks_passed=("stage_matches",), checks_failed=(),
+                             message="Gate passed successfully")
+    assert (event.slot_id, event.gate.name, event.passed, event.target_stage.name) == ("r0c1", "G1", True, "TRAINING")
+    assert event.checks_passed == ("stage_matches",) and event.checks_failed == ()
+    assert event.message == "Gate passed successfully"
+
+
+def test_exploding_threshold_is_ten_times_clip_norm() -> None:
+    # esper-lite: simic/test_gradient_collector.py::TestSeedGradientCollector::test_default_exploding_threshold_matches_training_clip_norm
+    # (esper-lite's training clip norm is 1.0; the exploding threshold is 10 x that)
+    assert bool(ef.gradient_health({"w": torch.tensor([10.5])}).has_exploding) is True
+    assert bool(ef.gradient_health({"w": torch.tensor([9.5])}).has_exploding) is False
+
+
+def test_nan_gradients_are_exploding_and_unhealthy() -> None:
+    # esper-lite: simic/test_gradient_collector.py::TestEnhancedCollector::test_collect_seed_gradients_nan_counts_as_exploding_and_unhealthy
+    health = ef.gradient_health({"w": torch.tensor([[1.0, float("nan")], [2.0, 3.0]])})
+    assert math.isnan(float(health.norm)) and bool(health.has_exploding) and float(health.health) == 0.0
+
+
+def test_dual_gradient_norms() -> None:
+    host, seed = seed_and_host()
+    norms = ef.gradient_norms({"host": grads(host), "seed": grads(seed)})
+    # esper-lite: simic/test_gradient_collector.py::TestDualGradientCollection::test_returns_tensors_for_squared_sums
+    # esper-lite: simic/test_gradient_collector.py::TestDualGradientCollection::test_collect_returns_correct_keys
+    assert set(norms) == {"host", "seed"} and all(isinstance(v, torch.Tensor) for v in norms.values())
+    # esper-lite: simic/test_gradient_collector.py::TestDualGradientCollection::test_materialize_produces_dual_stats
+    assert float(norms["host"]) > 0 and float(norms["seed"]) > 0
+    # esper-lite: simic/test_gradient_collector.py::TestDualGradientCollection::test_normalized_ratio_computation
+    state = ef.record_gradients(training(seed_params=110, host_params=110), host_grad_norm=norms["host"],
+                                seed_grad_norm=norms["seed"])
+    assert state.metrics.seed_gradient_norm_ratio is not None and state.metrics.seed_gradient_norm_ratio >= 0.0
+    # esper-lite: simic/test_gradient_collector.py::TestDualGradientCollection::test_handles_empty_parameters
+    empty = ef.gradient_norms({"host": {}, "seed": {}})
+    assert float(empty["host"]) == 0.0 and float(empty["seed"]) == 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="esper-lite's host and seed gradient collectors square in float64 (B7-PT-01), so 1e20 gradients give a "
+    "finite norm (~7.07e20); esper_func's ef.gradient_norms (esper_func/lifecycle/measure.py global_norm) takes "
+    "float32 vector norms of float32 gradients and returns inf",
+)
+def test_dual_gradient_norms_do_not_overflow() -> None:
+    # esper-lite: simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_host_gradients_async_handles_extreme_values
+    # esper-lite: simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_seed_gradients_only_async_handles_extreme_values
+    model = torch.nn.Linear(10, 5)
+    tree = {n: torch.full_like(p, 1e20) for n, p in model.named_parameters()}
+    norms = ef.gradient_norms({"host": tree, "seed": tree})
+    assert torch.isfinite(norms["host"]) and torch.isfinite(norms["seed"])
