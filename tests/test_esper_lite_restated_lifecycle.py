@@ -1057,7 +1057,8 @@ def test_public_lifecycle_happy_path_emits_stage_side_effects() -> None:
                                 is_healthy=True)
     state, result, new = ef.advance(state, STRICT, S.FOSSILIZED)
     events += new
-    assert result.passed, result.checks_failed and state.stage == S.FOSSILIZED
+    assert result.passed, result.checks_failed
+    assert state.stage == S.FOSSILIZED
 
     assert kinds(tuple(events)) == [
         "SeedGerminated", "GateEvaluated", "StageChanged", "GateEvaluated", "StageChanged",
