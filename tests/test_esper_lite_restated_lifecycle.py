@@ -72,13 +72,11 @@ Restated with a documented deviation or an adaptation
 | simic/test_auto_prune_penalty.py::test_scheduled_policy_prune_does_not_set_auto_pruned_flag | esper-lite's setup (``transition(BLENDING)`` from DORMANT) fails silently; restated on a BLENDING seed at alpha 0 |
 | kasmina/test_numerical_robustness.py::TestFloatingPointAccumulation::test_gated_blend_output_bounded | esper-lite calls the gate directly; here the gate's value is read off the blend (seed output 0, alpha 1) |
 
-Real disagreements (``xfail(strict=True)``)
---------------------------------------------
+Real disagreements
+------------------
 
-| esper-lite test | esper_func |
-|---|---|
-| simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_host_gradients_async_handles_extreme_values | ``ef.gradient_norms`` takes float32 norms of float32 gradients: 1e20 gradients give ``inf`` (esper-lite squares in float64: finite) |
-| simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_seed_gradients_only_async_handles_extreme_values | same |
+None left: the float64 gradient norms that esper-lite's collectors take
+(B7-PT-01) are now taken by ``ef.gradient_norms`` as well.
 """
 
 from __future__ import annotations
@@ -2620,12 +2618,6 @@ def test_dual_gradient_norms() -> None:
     assert float(empty["host"]) == 0.0 and float(empty["seed"]) == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="esper-lite's host and seed gradient collectors square in float64 (B7-PT-01), so 1e20 gradients give a "
-    "finite norm (~7.07e20); esper_func's ef.gradient_norms (esper_func/lifecycle/measure.py global_norm) takes "
-    "float32 vector norms of float32 gradients and returns inf",
-)
 def test_dual_gradient_norms_do_not_overflow() -> None:
     # esper-lite: simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_host_gradients_async_handles_extreme_values
     # esper-lite: simic/telemetry/test_gradient_collector_overflow.py::TestGradientCollectorOverflowProtection::test_collect_seed_gradients_only_async_handles_extreme_values

@@ -104,12 +104,12 @@ Restated with a documented deviation or an adaptation
 | tolaria/test_governor.py::TestTolariaGovernor::test_execute_rollback_clears_live_seeds | restated with ``prune_on_rollback`` on the live seed's state |
 | tolaria/test_governor.py::TestTolariaGovernor::test_snapshot_includes_fossilized_seeds | esper-lite's snapshot keeps fossils and drops experimental seeds; esper_func's rollback keeps the old parameters and prunes live seeds: fossils stay (same for the other snapshot-composition tests) |
 
-Real disagreements (``xfail(strict=True)``)
---------------------------------------------
+Deliberate deviations
+---------------------
 
 | esper-lite test | esper_func |
 |---|---|
-| tamiyo/test_heuristic_unit.py::TestBlueprintValidation::test_default_config_with_transformer_topology_fails | ``HeuristicConfig()`` on a transformer observation germinates from ``DEFAULT_BLUEPRINT_ROTATION['transformer']``; esper-lite refuses the default (CNN-only) rotation for a transformer with ValueError. The choice is explained in ``esper_func/controller.py`` but not listed among the deviations in docs/migrating-from-esper-lite.md |
+| tamiyo/test_heuristic_unit.py::TestBlueprintValidation::test_default_config_with_transformer_topology_fails | ``HeuristicConfig()`` on a transformer observation germinates from ``DEFAULT_BLUEPRINT_ROTATION['transformer']`` where esper-lite raises ValueError; listed in docs/migrating-from-esper-lite.md and restated as that behaviour |
 """
 
 from __future__ import annotations
@@ -751,16 +751,12 @@ def test_config_defaults() -> None:
     assert heuristic(c)(observe(10, plateau=5)) == decide(c, observe(10, plateau=5))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="esper-lite's HeuristicTamiyo(topology='transformer') with the default config raises ValueError "
-    "(its default rotation is CNN-only); esper_func's HeuristicConfig() picks a transformer rotation "
-    "(DEFAULT_BLUEPRINT_ROTATION['transformer']) and germinates",
-)
-def test_default_config_with_transformer_topology_fails() -> None:
+def test_default_config_with_transformer_topology_uses_transformer_rotation() -> None:
     # esper-lite: tamiyo/test_heuristic_unit.py::TestBlueprintValidation::test_default_config_with_transformer_topology_fails
-    with pytest.raises(ValueError, match="blueprint_rotation"):
-        decide(HeuristicConfig(), observe(10, plateau=5, topology="transformer"))
+    # Deliberate deviation (docs/migrating-from-esper-lite.md): esper-lite raises ValueError because its
+    # default rotation is CNN-only; esper_func's default picks the transformer rotation.
+    rotation = ef.controller.DEFAULT_BLUEPRINT_ROTATION["transformer"]
+    assert is_germinate(decide(HeuristicConfig(), observe(10, plateau=5, topology="transformer")), rotation[0])
 
 
 @pytest.mark.parametrize(

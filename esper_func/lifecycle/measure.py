@@ -201,19 +201,20 @@ def record_gradients(
 def global_norm(tree: Any) -> Tensor:
     """L2 norm over every tensor leaf of ``tree`` as a 0-d tensor (``None`` leaves skipped).
 
-    Accumulates in float32 (float64 if any leaf is float64), on the first
-    leaf's device; an empty tree gives ``tensor(0.)``. Nothing is synced to
-    the host, so this is cheap to call every step.
+    Every leaf is reduced in float64 (as esper-lite's gradient collectors do),
+    so gradients of 1e20 give a finite norm instead of an overflowed float32
+    square; the result is a float64 tensor on the first leaf's device. An
+    empty tree gives ``tensor(0., dtype=float64)``. Nothing is synced to the
+    host, so this is cheap to call every step.
     """
     leaves = tree_leaves(tree)
     for leaf in leaves:
         if not isinstance(leaf, Tensor):
             raise InvalidTypeError(f"gradient trees may hold tensors and None only; found {type(leaf).__name__}")
     if not leaves:
-        return torch.zeros(())
-    dtype = torch.float64 if any(leaf.dtype == torch.float64 for leaf in leaves) else torch.float32
+        return torch.zeros((), dtype=torch.float64)
     device = leaves[0].device
-    norms = [torch.linalg.vector_norm(leaf.detach(), dtype=dtype).to(device) for leaf in leaves]
+    norms = [torch.linalg.vector_norm(leaf.detach(), dtype=torch.float64).to(device) for leaf in leaves]
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
