@@ -6,6 +6,7 @@ import dataclasses
 import random
 import sys
 from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any, NamedTuple, TypeVar
 
 import torch
@@ -20,6 +21,8 @@ R = TypeVar("R")
 #: How deep ``assert_pure`` looks into nested arguments.
 _MAX_DEPTH = 64
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: Values that hold nothing mutable.
+_ATOMS = frozenset({int, float, bool, complex, str, bytes, type(None)})
 
 
 class PurityError(EsperFuncError, AssertionError):
@@ -99,8 +102,18 @@ def _set_shape(obj: Any) -> Any:
     return sorted(id(v) for v in obj)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _fields_shape(obj: Any) -> Any:
-    return [(f.name, id(getattr(obj, f.name))) for f in dataclasses.fields(obj)]
+    return [id(getattr(obj, name)) for name in _field_names(type(obj))]
 
 
 def _module_shape(obj: Any) -> Any:
@@ -120,7 +133,7 @@ class _Snapshot:
         self._seen: set[int] = set()
 
     def add(self, obj: Any, path: str, depth: int = 0) -> None:
-        if depth > _MAX_DEPTH or isinstance(obj, (str, bytes, int, float, complex, type(None))):
+        if type(obj) in _ATOMS or isinstance(obj, Enum) or depth > _MAX_DEPTH:
             return
         if id(obj) in self._seen:
             return
@@ -139,6 +152,12 @@ class _Snapshot:
                     None if grad is None else _version(grad),
                 )
             )
+        elif isinstance(obj, (tuple, list)):
+            if isinstance(obj, list):
+                self._container(path, obj, _list_shape)
+            for i, value in enumerate(obj):
+                if type(value) not in _ATOMS:
+                    self.add(value, f"{path}[{i}]", depth + 1)
         elif isinstance(obj, torch.Generator):
             self.generators.append((path, obj, obj.get_state()))
         elif isinstance(obj, nn.Module):
@@ -149,21 +168,21 @@ class _Snapshot:
             if isinstance(obj, dict):
                 self._container(path, obj, _dict_shape)
             for key, value in list(obj.items()):
-                self.add(value, f"{path}[{key!r}]", depth + 1)
-        elif isinstance(obj, (list, tuple)):
-            if isinstance(obj, list):
-                self._container(path, obj, _list_shape)
-            for i, value in enumerate(obj):
-                self.add(value, f"{path}[{i}]", depth + 1)
+                if type(value) not in _ATOMS:
+                    self.add(value, f"{path}[{key!r}]", depth + 1)
         elif isinstance(obj, (set, frozenset)):
             if isinstance(obj, set):
                 self._container(path, obj, _set_shape)
             for value in obj:
                 self.add(value, f"{path}{{...}}", depth + 1)
         elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            self._container(path, obj, _fields_shape)
-            for f in dataclasses.fields(obj):
-                self.add(getattr(obj, f.name), f"{path}.{f.name}", depth + 1)
+            names = _field_names(type(obj))
+            if not type(obj).__dataclass_params__.frozen:  # type: ignore[attr-defined]
+                self._container(path, obj, _fields_shape)
+            for name in names:
+                value = getattr(obj, name)
+                if type(value) not in _ATOMS:
+                    self.add(value, f"{path}.{name}", depth + 1)
 
     def _container(self, path: str, obj: Any, shape: Callable[[Any], Any]) -> None:
         if self._copy:
@@ -313,7 +332,7 @@ def assert_pure(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
       counts), its shape, dtype, strides or storage, ``requires_grad``, or
       its ``.grad``;
     - a ``dict``, ``list`` or ``set`` in the arguments gained, lost or
-      replaced an entry, a dataclass field was reassigned, or a module's
+      replaced an entry, a field of a (non-frozen) dataclass was reassigned, or a module's
       submodules or train/eval mode changed;
     - a ``torch.Generator`` in the arguments was advanced (esper_func reads
       generators, it never advances them);
