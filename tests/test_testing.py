@@ -247,7 +247,7 @@ def test_hosts_are_small_and_take_their_inputs(host: ef.CNNHost | ef.Transformer
     assert out.shape[0] == x.shape[0] and bool(torch.isfinite(out).all())
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(eft.models(), st.data())
 def test_drawn_models_predict_and_sweep(drawn: eft.DrawnModel, data: st.DataObject) -> None:
     model, params, buffers = drawn
@@ -260,12 +260,11 @@ def test_drawn_models_predict_and_sweep(drawn: eft.DrawnModel, data: st.DataObje
     assert same_model == model
     assert torch.utils._pytree.tree_structure(same_params) == torch.utils._pytree.tree_structure(params)
     x = data.draw(eft.inputs(model))
-    out = eft.assert_pure(ef.predict, model, params, buffers, ef.alphas_of(model, states), x)
-    assert bool(torch.isfinite(out).all())
+    out = ef.predict(model, params, buffers, ef.alphas_of(model, states), x)
+    assert out.shape[0] == x.shape[0] and bool(torch.isfinite(out).all())
     grid = data.draw(eft.alpha_grids(model.n_slots))
-    swept = eft.assert_pure(ef.sweep, model, params, buffers, x, grid)
-    stacked = torch.stack([ef.predict(model, params, buffers, row, x) for row in grid])
-    torch.testing.assert_close(swept, stacked, rtol=1e-5, atol=1e-5)
+    swept = ef.sweep(model, params, buffers, x, grid)  # equal to stacked predicts: tests/test_counterfactual.py
+    assert swept.shape == (grid.shape[0], *out.shape) and bool(torch.isfinite(swept).all())
     assert "DrawnModel(host=" in drawn.describe() and "tensor(" not in drawn.describe()
 
 
@@ -396,7 +395,7 @@ def test_assert_pure_passes_pure_functions_and_returns_their_result() -> None:
     assert torch.equal(eft.assert_pure(torch.add, frozen, 1.0), torch.full((2,), 2.0))
 
 
-@settings(max_examples=10)
+@settings(max_examples=8)
 @given(eft.models(), st.data())
 def test_library_functions_are_pure(drawn: eft.DrawnModel, data: st.DataObject) -> None:
     model, params, buffers = drawn
