@@ -60,8 +60,13 @@ _SEED_CONSTANTS: Final = (
 )
 
 
-class InvariantError(EsperFuncError, AssertionError):
-    """A lifecycle state (or a change between two states) that breaks an invariant the library guarantees."""
+class InvariantError(EsperFuncError, AssertionError, ValueError):
+    """A lifecycle state (or a change between two states) that breaks an invariant the library guarantees.
+
+    An ``AssertionError`` (a failed check in a test) and a ``ValueError`` (an invalid state).
+    """
+
+    __module__ = "esper_func.testing"
 
 
 def _where(state: SeedState) -> str:

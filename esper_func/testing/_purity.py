@@ -28,6 +28,8 @@ _ATOMS = frozenset({int, float, bool, complex, str, bytes, type(None)})
 class PurityError(EsperFuncError, AssertionError):
     """A function that changed its arguments or the global RNG, or returned an alias of an input."""
 
+    __module__ = "esper_func.testing"
+
 
 class _TensorRecord(NamedTuple):
     path: str

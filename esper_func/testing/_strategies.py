@@ -20,17 +20,35 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
+# Public names from the package's top level (the contract), internals from their modules.
+from esper_func import (
+    AlphaAlgorithm,
+    AlphaCurve,
+    AlphaMode,
+    Blueprint,
+    CNNHost,
+    GateLevel,
+    Gates,
+    InvalidArgumentError,
+    InvalidTypeError,
+    Model,
+    Registry,
+    SeedStage,
+    SeedState,
+    TransformerHost,
+    UnknownTopologyError,
+    add_seed,
+    alpha_grid,
+    build_model,
+    check_gate,
+    default_registry,
+    set_stages,
+)
 from esper_func._validate import check_int
-from esper_func.attribution import MAX_FULL_FACTORIAL_N, alpha_grid
-from esper_func.blueprints import Blueprint, Registry, default_registry
-from esper_func.errors import InvalidArgumentError, InvalidTypeError, UnknownTopologyError
-from esper_func.hosts import CNNHost, TransformerHost
-from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaCurve, AlphaMode
-from esper_func.lifecycle.gates import GateLevel, Gates, check_gate
+from esper_func.attribution import MAX_FULL_FACTORIAL_N
 from esper_func.lifecycle.measure import MAX_GRADIENT_RATIO
-from esper_func.lifecycle.stages import FAILURE_STAGES, SEEDLESS_STAGES, TOPOLOGIES, SeedStage
-from esper_func.lifecycle.state import AUTO_PRUNE_REASONS, SeedState
-from esper_func.model import Model, add_seed, build_model, set_stages
+from esper_func.lifecycle.stages import FAILURE_STAGES, SEEDLESS_STAGES, TOPOLOGIES
+from esper_func.lifecycle.state import AUTO_PRUNE_REASONS
 from esper_func.testing._actions import (
     Advance,
     Germinate,
@@ -65,7 +83,9 @@ __all__ = [
 ]
 
 S = SeedStage
-Host = CNNHost | TransformerHost
+#: A host spec: the built-in ones, or any object with their ``topology``, ``slot_ids``,
+#: ``slot_channels`` and ``example_input`` (what the strategies use).
+Host = Any
 
 #: Every stage a lifecycle state can be in, simplest (shortest history) first. UNKNOWN is never reached.
 REACHABLE_STAGES: Final[tuple[SeedStage, ...]] = (
@@ -675,18 +695,28 @@ def hosts(*, topology: str | None = None) -> st.SearchStrategy[Host]:
     return st.one_of(*(options[t] for t in _topologies(topology)))
 
 
+def _is_host(value: Any) -> bool:
+    return getattr(value, "topology", None) in TOPOLOGIES and all(
+        hasattr(value, name) for name in ("slot_ids", "slot_channels", "example_input")
+    )
+
+
 @st.composite
 def _inputs(draw: st.DrawFn, host: Any, max_batch: int) -> Tensor:
     batch = draw(st.integers(1, max_batch))
     generator = torch.Generator().manual_seed(draw(st.integers(0, _SEED_BITS)))
+    kwargs: dict[str, int]
     if host.topology == "cnn":
         pooled = getattr(host, "effective_pool_layers", getattr(host, "n_blocks", 3))
         # At least 2x2 on the smallest surface: a seed's GroupNorm needs more than one value per group.
-        size = draw(st.sampled_from([2 ** (pooled + 1), 2 ** (pooled + 2)]))
-        images: Tensor = host.example_input(batch, generator, image_size=size)
-        return images
-    tokens: Tensor = host.example_input(batch, generator, seq_len=draw(st.integers(1, min(8, host.block_size))))
-    return tokens
+        kwargs = {"image_size": draw(st.sampled_from([2 ** (pooled + 1), 2 ** (pooled + 2)]))}
+    else:
+        kwargs = {"seq_len": draw(st.integers(1, min(8, getattr(host, "block_size", 8))))}
+    try:
+        batch_of_inputs: Tensor = host.example_input(batch, generator, **kwargs)
+    except TypeError:  # a host of your own whose example_input takes no size
+        batch_of_inputs = host.example_input(batch, generator)
+    return batch_of_inputs
 
 
 def inputs(host: Host | Model, *, max_batch: int = 3) -> st.SearchStrategy[Tensor]:
@@ -698,7 +728,7 @@ def inputs(host: Host | Model, *, max_batch: int = 3) -> st.SearchStrategy[Tenso
     """
     check_int("inputs(): max_batch", max_batch, minimum=1)
     spec = host.host if isinstance(host, Model) else host
-    if not hasattr(spec, "example_input") or getattr(spec, "topology", None) not in TOPOLOGIES:
+    if not _is_host(spec):
         raise InvalidTypeError(f"inputs() expects a host spec or a Model; got {type(host).__name__}")
     return _inputs(spec, max_batch)
 
@@ -845,7 +875,7 @@ def models(
             up to every slot).
         dtype: floating dtype of every parameter and buffer.
     """
-    if host is not None and not isinstance(host, (CNNHost, TransformerHost, st.SearchStrategy)):
+    if host is not None and not isinstance(host, st.SearchStrategy) and not _is_host(host):
         raise InvalidTypeError(f"models(): host must be a host spec, a strategy of them, or None; got {type(host).__name__}")
     host_st: st.SearchStrategy[Host]
     if host is None:
