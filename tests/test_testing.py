@@ -395,7 +395,7 @@ def test_assert_pure_passes_pure_functions_and_returns_their_result() -> None:
     assert torch.equal(eft.assert_pure(torch.add, frozen, 1.0), torch.full((2,), 2.0))
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(eft.models(), st.data())
 def test_library_functions_are_pure(drawn: eft.DrawnModel, data: st.DataObject) -> None:
     model, params, buffers = drawn
