@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import esper_func.testing as eft
 from esper_func import default_registry
 from esper_func.controller import (
     DEFAULT_BLUEPRINT_ROTATION,
@@ -661,59 +662,13 @@ def test_episode_prunes_embargoes_and_rotates() -> None:
 ROTATION = ("conv_light", "conv_heavy", "attention", "norm", "depthwise")
 
 
-TARGETS = (S.GERMINATED, S.TRAINING, S.BLENDING, S.HOLDING, S.FOSSILIZED, S.PRUNED, S.EMBARGOED, S.RESETTING, S.DORMANT)
-
-
-@st.composite
-def reachable_state(draw: st.DrawFn, slot: str) -> SeedState | None:
-    """None, or a state driven to a random stage by real lifecycle operations (random metrics on the way)."""
-    target = draw(st.sampled_from((None, *TARGETS)))
-    if target is None:
-        return None
-    gates = Gates(permissive=True, min_blending_epochs=0, embargo_epochs=2)
-    state = germinate(slot, draw(st.sampled_from(ROTATION)), tempo=draw(st.integers(0, 3)))
-    accuracies = st.floats(0, 100)
-
-    def measure(state: SeedState) -> SeedState:
-        for acc in draw(st.lists(accuracies, max_size=7)):
-            state = record_accuracy(state, acc)
-        if draw(st.booleans()):
-            state = record_contribution(state, draw(st.floats(-5, 5)))
-        return state
-
-    state = measure(state)
-    state = sync_telemetry(state, epoch=1, gradient_health=1.0, has_exploding=False)  # permissive G2 needs it
-    path = [S.TRAINING, S.BLENDING]
-    for stage in path:
-        if target == S.GERMINATED or (target == S.TRAINING and stage == S.BLENDING):
-            break
-        state, _, _ = advance(state, gates, stage)
-        state = measure(state)
-    if target in (S.HOLDING, S.FOSSILIZED):
-        while state.alpha_controller.alpha_mode != AlphaMode.HOLD:
-            state, _ = step_epoch(state, gates)
-        state, _, _ = advance(state, gates, S.HOLDING)
-        state = measure(state)
-        if target == S.FOSSILIZED:
-            state = record_contribution(state, draw(st.floats(-5, 5)))
-            state, _, _ = advance(state, gates, S.FOSSILIZED)
-    if target in (S.PRUNED, S.EMBARGOED, S.RESETTING, S.DORMANT):
-        state, _ = prune(state, "walk", initiator=draw(st.sampled_from(["policy", "governor"])))
-        while state.stage != target:
-            state, _ = step_epoch(state, gates)
-    if target == S.BLENDING and draw(st.booleans()):  # somewhere along the ramp
-        for _ in range(draw(st.integers(0, 4))):
-            state, _ = step_epoch(state, gates)
-    assert state.stage == target or target == S.BLENDING
-    return state
-
-
 @st.composite
 def observations(draw: st.DrawFn) -> tuple[Observation, HeuristicConfig]:
     epoch = draw(st.integers(1, 30))
     ids = [f"r0c{i}" for i in range(draw(st.integers(1, 3)))]
     slots = tuple(
-        SlotView(slot, draw(reachable_state(slot)), draw(st.none() | st.floats(-5, 5))) for slot in ids
+        SlotView(slot, draw(st.none() | eft.seed_states(topology="cnn", slot_id=slot)), draw(st.none() | st.floats(-5, 5)))
+        for slot in ids
     )
     acc = draw(st.lists(st.floats(0, 100), min_size=epoch, max_size=epoch))
     loss = draw(st.lists(st.floats(0, 5), min_size=epoch, max_size=epoch))

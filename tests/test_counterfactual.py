@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch.func import vmap
 
 import esper_func as ef
+import esper_func.testing as eft
 from esper_func.counterfactual import sweep_plan_stats
 from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
 
@@ -53,37 +54,14 @@ def stacked_predict(model, params, buffers, x, grid):
     return torch.stack([ef.predict(model, params, buffers, row, x) for row in grid])
 
 
-@st.composite
-def models(draw):
-    host = draw(st.sampled_from([CNN, TFM]))
-    n_active = draw(st.integers(1, len(host.slot_ids)))
-    slot_ids = draw(st.permutations(host.slot_ids))[:n_active]
-    names = registry().names(host.topology)
-    seeds = tuple(
-        (sid, draw(st.sampled_from(names)), draw(st.sampled_from(list(A))), draw(st.sampled_from(STAGES)))
-        for sid in sorted(slot_ids, key=host.slot_ids.index)
-    )
-    return host, seeds
-
-
-@st.composite
-def grids(draw, n: int):
-    kind = draw(st.sampled_from(["binary", "any"]))
-    k = draw(st.integers(1, 9))
-    values = st.sampled_from([0.0, 1.0]) if kind == "binary" else st.sampled_from([0.0, 0.25, 0.5, 1.0])
-    rows = draw(st.lists(st.lists(values, min_size=n, max_size=n), min_size=k, max_size=k))
-    return torch.tensor(rows, dtype=torch.float32)
-
-
 # --------------------------------------------------------------------------- equivalence
 
 
-@given(models(), st.data())
-def test_sweep_equals_stacked_predict(spec, data):
-    host, seeds = spec
-    model, params, buffers = make(host, seeds)
-    grid = data.draw(grids(model.n_slots))
-    x = inputs(host, seed=data.draw(st.integers(0, 5)))
+@given(eft.models(), st.data())
+def test_sweep_equals_stacked_predict(drawn: eft.DrawnModel, data: st.DataObject) -> None:
+    model, params, buffers = drawn
+    grid = data.draw(eft.alpha_grids(model.n_slots))
+    x = data.draw(eft.inputs(model))
     torch.testing.assert_close(
         ef.sweep(model, params, buffers, x, grid), stacked_predict(model, params, buffers, x, grid), rtol=1e-5, atol=1e-5
     )

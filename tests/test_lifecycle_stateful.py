@@ -1,26 +1,29 @@
 """Stateful property test: random sequences of every lifecycle operation.
 
-After every call the machine checks, against models written out here (not
-the implementation's own functions):
+The machine is a subclass of the library's ``esper_func.testing.LifecycleMachine``,
+so after every call the lifecycle's invariants are checked
+(``check_state``: alpha in its controller and on its ramp, isolation by stage
+and topology, counters, the stage history, ``has_gate``, the blend-out freeze
+flag, pending prunes; ``check_transition``: legal moves only, chained through
+the ``StageChanged`` events, FOSSILIZED terminal, counters never going back).
+On top of those, per operation, against models written out here (not the
+implementation's own functions):
 
-- only legal stage transitions (the ``StageChanged`` events chain from the
-  old stage to the new one), ``previous_stage``/``previous_epochs_in_stage``
-  and the stage history follow them; FOSSILIZED is terminal;
 - ``advance`` passes exactly when the gate passes (an independent model of
   every gate) and the move is legal; a gated blend of tempo 0 is refused
   with ``IllegalTransitionError`` and nothing changes;
-- alpha lives in the controller and stays in ``[0, 1]``; monotone within a
-  ramp and exactly the target when the ramp ends;
-- gradient isolation follows the stage and the topology; ``has_gate`` and
-  ``gate_total_steps`` follow the algorithm and the stage;
-- counters only grow (by one per recorded or cooldown epoch), the cooldown
-  moves on exactly when its own counter says so (records in the cooldown
-  shorten it, as in esper-lite), and a slot that nothing records in is
-  DORMANT again after exactly ``1 + embargo + resetting`` epochs;
-- the pending-prune reason and initiator, the blend-out freeze (a model of
-  its rule) and ``trainable``;
+- alpha is monotone within a ramp, exactly the target when the ramp ends, and
+  a ramp is never retargeted before it finishes;
+- each call moves the stage at most once; counters grow by one per recorded
+  or cooldown epoch; the cooldown moves on exactly when its own counter says
+  so (records in the cooldown shorten it, as in esper-lite), and a slot that
+  nothing records in is DORMANT again after exactly ``1 + embargo +
+  resetting`` epochs;
+- the pending-prune reason and initiator, and the blend-out freeze (a model of
+  its rule);
 - gradient telemetry changes only when measured or synced;
-- inputs unchanged (purity); the JSON, esper-lite and pytree round trips.
+- inputs unchanged (``assert_pure``); the JSON, esper-lite and pytree round
+  trips.
 
 A FOSSILIZED slot never frees up, so a run then carries on with a seed in
 a fresh slot. ``test_lifecycle_machine`` also checks that the runs reached
@@ -31,7 +34,6 @@ profile.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections.abc import Callable
@@ -41,14 +43,16 @@ import optree
 import torch.utils._pytree as torch_pytree
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import initialize, precondition, rule, run_state_machine_as_test
 
+import esper_func.testing as eft
 from esper_func.errors import IllegalTransitionError
 from esper_func.lifecycle import (
     AUTO_PRUNE_REASONS,
     SeedState,
     advance,
     germinate,
+    germinated_event,
     has_gate,
     has_seed,
     prune,
@@ -63,7 +67,6 @@ from esper_func.lifecycle import (
     state_to_dict,
     step_epoch,
     sync_telemetry,
-    trainable,
 )
 from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaCurve, AlphaMode
 from esper_func.lifecycle.events import GateEvaluated, SeedFossilized, SeedPruned, StageChanged
@@ -173,20 +176,29 @@ def check_round_trips(state: SeedState) -> None:
     assert torch_pytree.tree_unflatten(tleaves, tspec) == state
 
 
-class LifecycleMachine(RuleBasedStateMachine):
+class LifecycleOracle(eft.LifecycleMachine):
+    """The library's LifecycleMachine (check_state and check_transition after every call) plus, per operation,
+    what the call must have done according to the models above."""
+
+    #: Only the rules below drive the slot.
+    random_actions = False
     #: What the runs reached (checked by test_lifecycle_machine).
     reached: ClassVar[set[str]] = set()
 
     def __init__(self) -> None:
         super().__init__()
-        self.state: SeedState | None = None
-        self.gates = Gates()
-        self.fossilized = False
+        self.slot = "r0c0"
+        self.fresh_slots = 0
         self.frozen = False  # the freeze flag as its rule says
         self.cooldown_epochs: int | None = None  # step_epoch calls since the prune
         self.recorded_in_cooldown = False
         self.sync_epoch = 0
         self.records_every_slot = False
+
+    @property
+    def state(self) -> SeedState | None:
+        """The state of the slot the run is using."""
+        return self.states.get(self.slot)
 
     # ------------------------------------------------------------------ setup
 
@@ -197,7 +209,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         resetting=st.sampled_from([0, 1, 2]),
         records_every_slot=st.booleans(),
     )
-    def setup(self, permissive: bool, min_epochs: int, embargo: int, resetting: int, records_every_slot: bool) -> None:
+    def setup_lifecycle(  # type: ignore[override]
+        self, permissive: bool, min_epochs: int, embargo: int, resetting: int, records_every_slot: bool
+    ) -> None:
         self.records_every_slot = records_every_slot
         self.gates = Gates(
             permissive=permissive,
@@ -214,15 +228,9 @@ class LifecycleMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the checks after every operation
 
     def apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call ``fn(self.state, ...)``, checking that neither the state nor the gates change."""
-        state, gates = self.state, self.gates
-        assert state is not None
-        snapshot, gates_copy = copy.deepcopy(state), copy.deepcopy(gates)
-        try:
-            return fn(state, *args, **kwargs)
-        finally:
-            assert state == snapshot, "input state was modified"
-            assert gates == gates_copy
+        """``fn(self.state, ...)``, checked pure (neither the state nor the gates change, no global RNG)."""
+        assert self.state is not None
+        return eft.assert_pure(fn, self.state, *args, **kwargs)
 
     def after(
         self,
@@ -236,49 +244,25 @@ class LifecycleMachine(RuleBasedStateMachine):
         recorded: bool = False,
     ) -> None:
         assert isinstance(events, tuple)
+        # The lifecycle's invariants (eft.check_state, and eft.check_transition against the events).
+        self.update(self.slot, new, events)
         self.reached.add(new.stage.name)
-        # -- legal transitions, chained through the events
         moves = [e for e in events if isinstance(e, StageChanged)]
-        stage = old.stage
-        for move in moves:
-            assert move.from_stage == stage, (move, stage)
-            assert move.to_stage in VALID_TRANSITIONS[move.from_stage], move
-            assert (move.slot_id, move.seed_id) == (new.slot_id, new.seed_id)
-            stage = move.to_stage
-        assert stage == new.stage, (old.stage, [(m.from_stage, m.to_stage) for m in moves], new.stage)
         assert len(moves) <= 1 or op == "germinate"
         if any(isinstance(e, SeedPruned) for e in events):
             assert new.stage == S.PRUNED
             self.reached.add("pruned_by_" + op)
         if any(isinstance(e, SeedFossilized) for e in events):
             assert new.stage == S.FOSSILIZED
-        # -- previous stage, stage history, counters
+        # -- counters: an epoch is counted by a record (but not in DORMANT) and by a cooldown step
         m_old, m_new = old.metrics, new.metrics
         grew = m_new.epochs_total - m_old.epochs_total
         counted = (recorded and old.stage != S.DORMANT) or (epoch_step and old.stage in (S.EMBARGOED, S.RESETTING))
         assert grew == (1 if counted else 0), (op, old.stage, grew)
         if moves:
-            assert new.previous_stage == moves[-1].from_stage
             assert new.previous_epochs_in_stage == moves[-1].epochs_in_stage == m_old.epochs_in_current_stage + grew
-            assert m_new.epochs_in_current_stage == 0
-            expected_history = (*old.stage_history, (new.stage, m_new.epochs_total))[-100:]
-            assert new.stage_history == expected_history
-        elif op != "germinate":
-            assert (new.previous_stage, new.previous_epochs_in_stage) == (old.previous_stage, old.previous_epochs_in_stage)
-            assert m_new.epochs_in_current_stage == m_old.epochs_in_current_stage + grew
-            assert new.stage_history == old.stage_history
-        assert len(new.stage_history) <= 100 and new.stage_history[-1] == (new.stage, new.stage_entered_epoch)
-        # -- FOSSILIZED is terminal
-        if self.fossilized:
-            assert new.stage == S.FOSSILIZED and new.alpha == old.alpha
-        self.fossilized = new.stage == S.FOSSILIZED
-        # -- alpha is the controller's, within bounds
+        # -- monotone within a ramp; exactly the target when it ends; never retargeted mid-ramp
         c_old, c_new = old.alpha_controller, new.alpha_controller
-        assert new.alpha == c_new.alpha and 0.0 <= new.alpha <= 1.0
-        for value in (c_new.alpha, c_new.alpha_start, c_new.alpha_target):
-            assert 0.0 <= value <= 1.0
-        assert 0 <= c_new.alpha_steps_done <= c_new.alpha_steps_total
-        # -- monotone within a ramp; exactly the target when it ends
         if c_old.alpha_mode in RAMPING and new.stage == S.HOLDING:
             # The ramp ended on a full target and G3 moved the seed on; HOLDING pins alpha at 1.
             assert c_old.alpha_target == 1.0 and old.stage == S.BLENDING
@@ -300,8 +284,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         if c_old.alpha_mode in RAMPING and new.stage == S.PRUNED and epoch_step:
             # Only a completed fade-out (to ~0) prunes in step_epoch.
             assert c_old.alpha_target <= EPS
-        if c_new.alpha_mode in RAMPING:
-            assert new.stage == S.BLENDING
         # -- the cooldown
         if epoch_step and old.stage == S.PRUNED:
             assert new.stage == S.EMBARGOED
@@ -324,23 +306,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.cooldown_epochs = None
             else:
                 assert new.stage in FAILURE_STAGES and self.cooldown_epochs < self.dwell
-        # -- derived predicates
-        assert has_seed(new) == (new.stage in LIVE)
-        active = new.stage in FORWARD
-        assert new.isolate_gradients is (new.stage == S.TRAINING or (active and new.topology == "cnn"))
-        assert has_gate(new) is (new.alpha_algorithm == AlphaAlgorithm.GATE and active)
-        assert (new.gate_total_steps > 0) is has_gate(new)
         if has_gate(new):
             self.reached.add("gate_" + new.stage.name)
-        if not has_seed(new):
-            assert new.alpha == 0.0 and c_new.alpha_mode == AlphaMode.HOLD and not new.isolate_gradients
-        # -- pending prune: set by schedule_prune, kept while the fade-out runs
-        assert (new.pending_prune_reason is None) is (new.pending_prune_initiator is None)
-        fading_to_zero = new.stage == S.BLENDING and c_new.alpha_mode == AlphaMode.DOWN and c_new.alpha_target == 0.0
-        assert (new.pending_prune_reason is not None) is fading_to_zero
-        # -- the blend-out freeze and trainable()
+        # -- the blend-out freeze follows its rule (a model of it, kept by the rules below)
         assert new.blend_out_frozen is self.frozen, (op, old, new)
-        assert trainable(new) is (has_seed(new) and not self.frozen)
         if self.frozen:
             self.reached.add("frozen")
         # -- gradient telemetry changes only when measured or synced
@@ -349,11 +318,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         # -- serialization and pytree round trips (decoding is not cheap: on each lifecycle change, at the end)
         if new is not old and (moves or op not in ("accuracy", "contribution", "gradients", "sync")):
             check_round_trips(new)
-        self.state = new
 
     def teardown(self) -> None:
         if self.state is not None:
             check_round_trips(self.state)
+        super().teardown()
 
     def refused_or_done(self, old: SeedState, new: SeedState, events: tuple[Any, ...]) -> None:
         if new is old:
@@ -375,9 +344,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         host_params: int,
     ) -> None:
         previous = self.state
-        slot = "r0c1" if previous is not None and previous.stage == S.FOSSILIZED else "r0c0"
+        if previous is not None and previous.stage == S.FOSSILIZED:
+            self.fresh_slots += 1
+            self.slot = f"r0c{self.fresh_slots}"
         state = germinate(
-            slot,
+            self.slot,
             "norm",
             blend=blend[0],
             algorithm=blend[1],
@@ -388,10 +359,10 @@ class LifecycleMachine(RuleBasedStateMachine):
             host_params=host_params,
         )
         assert state.stage == S.GERMINATED and state.alpha == 0.0 and not state.telemetry.gradient_measured
-        self.fossilized, self.frozen, self.cooldown_epochs = False, False, None
+        self.frozen, self.cooldown_epochs = False, None
         if previous is not None:
             assert previous.stage in (S.DORMANT, S.FOSSILIZED)
-        self.state = state
+        self.update(self.slot, state, (germinated_event(state),))
         self.after(state, state, (), op="germinate")
 
     # Twice: a free slot is soon used again, as a controller would.
@@ -758,7 +729,7 @@ MUST_REACH = {
 
 
 def test_lifecycle_machine() -> None:
-    LifecycleMachine.reached = set()
-    run_state_machine_as_test(LifecycleMachine, settings=settings(stateful_step_count=STEPS))
-    missing = MUST_REACH - LifecycleMachine.reached
-    assert not missing, f"the runs never reached {sorted(missing)}; reached {sorted(LifecycleMachine.reached)}"
+    LifecycleOracle.reached = set()
+    run_state_machine_as_test(LifecycleOracle, settings=settings(stateful_step_count=STEPS))
+    missing = MUST_REACH - LifecycleOracle.reached
+    assert not missing, f"the runs never reached {sorted(missing)}; reached {sorted(LifecycleOracle.reached)}"
