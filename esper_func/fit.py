@@ -64,7 +64,7 @@ from esper_func.lifecycle.gates import GateLevel, Gates
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
 from esper_func.slot import Slot
-from esper_func.train import LocalReducer, LossFn, Reducer, TrainState, train_step
+from esper_func.train import LocalReducer, LossFn, Reducer, StepMetrics, TrainState, record_step_gradients, train_step
 
 __all__ = ["EpochRecord", "FitConfig", "FitResult", "LoopState", "fit", "event_to_dict", "run_epoch"]
 
@@ -261,16 +261,24 @@ def run_epoch(
     # 1. train
     order = batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
                           rank=rank, world_size=world_size, drop_last=world_size > 1)
-    losses, accuracies = [], []
+    losses: list[Tensor] = []
+    accuracies: list[Tensor] = []
+    metrics: StepMetrics | None = None
     for done, indices in enumerate(order, start=1):
         batch = (data.x_train[indices], data.y_train[indices])
         state, metrics = train_step(model, state, batch, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer)
-        losses.append(metrics.loss)
+        losses.append(metrics.loss)  # tensors: no host sync per step
         accuracies.append(metrics.accuracy)
         if on_step is not None:
             on_step(done, len(order))
-    train_loss = sum(losses) / max(1, len(losses))
-    train_accuracy = sum(accuracies) / max(1, len(accuracies))
+    train_loss, train_accuracy = 0.0, 0.0
+    if losses:  # one read-back per epoch
+        train_loss, train_accuracy = torch.stack(
+            [torch.stack(losses).double().mean(), torch.stack(accuracies).double().mean()]
+        ).tolist()
+    if metrics is not None and math.isfinite(train_loss):
+        # esper-lite materialises the last batch's gradient statistics once per epoch
+        state = dataclasses.replace(state, seeds=record_step_gradients(state.seeds, metrics))
 
     # 2. validate + contributions
     val_loss, val_accuracy, contributions = _validate(model, state, data, config, loss_fn, reducer, rank, world_size)

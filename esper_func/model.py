@@ -465,9 +465,66 @@ def _forward(
     # ``flat`` has exactly the skeleton's tensor names by construction (they are
     # read off the skeleton itself, and check_tree validated every name and
     # shape), and the skeleton holds only meta tensors, so nothing can silently
-    # fall back to module state. strict=True would only re-walk the module tree
-    # on every call (about 1 ms for a 6-layer transformer).
-    return functional_call(module, flat, (x, alphas), strict=False, tie_weights=False)
+    # fall back to module state.
+    return call_module(module, flat, (x, alphas))
+
+
+def call_module(module: nn.Module, tensors: Mapping[str, Tensor], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> Any:
+    """``functional_call(module, tensors, args, kwargs, strict=False, tie_weights=False)``, with less overhead.
+
+    ``module`` is a calling thread's private skeleton copy (see
+    :class:`~esper_func._skeleton.Skeleton`) and ``tensors`` names exactly
+    its parameters and buffers. Eagerly the tensors are bound straight into
+    the submodules' parameter and buffer tables (the lookups are computed
+    once per module object) and the meta tensors put back afterwards, which
+    is what ``functional_call`` does without re-resolving every dotted name on
+    every call; under ``torch.compile`` it is ``functional_call`` itself,
+    which Dynamo traces natively.
+    """
+    if torch.compiler.is_compiling():
+        return functional_call(module, dict(tensors), args, dict(kwargs or {}), strict=False, tie_weights=False)
+    slots = _binding_slots(module, tensors)
+    originals = [table[name] for table, name, _ in slots]
+    try:
+        for table, name, key in slots:
+            table[name] = tensors[key]
+        return module(*args, **(kwargs or {}))
+    finally:
+        for (table, name, _), original in zip(slots, originals, strict=True):
+            table[name] = original
+
+
+def _binding_slots(module: nn.Module, tensors: Mapping[str, Tensor]) -> list[tuple[dict[str, Any], str, str]]:
+    """``(submodule._parameters or ._buffers, attribute, key)`` for every key of ``tensors`` (memoised per module and key set)."""
+    owner_and_memo = module.__dict__.get("_esper_binding")
+    if owner_and_memo is None or owner_and_memo[0] != id(module):  # a deep copy carries its original's memo
+        owner_and_memo = (id(module), {})
+        object.__setattr__(module, "_esper_binding", owner_and_memo)
+    memo: dict[frozenset[str], list[tuple[dict[str, Any], str, str]]] = owner_and_memo[1]
+    keys = frozenset(tensors)
+    slots = memo.get(keys)
+    if slots is None:
+        slots = []
+        for key in tensors:
+            owner_name, _, name = key.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            if name in owner._parameters:
+                slots.append((owner._parameters, name, key))
+            elif name in owner._buffers:
+                slots.append((owner._buffers, name, key))
+            else:
+                raise ParamsMismatchError(f"{key!r} is neither a parameter nor a buffer of the model's modules")
+        memo[keys] = slots
+    return slots
+
+
+def model_cache(model: Model) -> dict[str, Any]:
+    """A per-model dict for derived, read-only values (layouts, sweep runners); not part of equality or pickling."""
+    cache: dict[str, Any] | None = model.__dict__.get("_cache")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_cache", cache)
+    return cache
 
 
 # --------------------------------------------------------------------------- structure changes
