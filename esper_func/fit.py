@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from esper_func.attribution import alpha_grid, coalition_grid
 from esper_func.blueprints import Registry
 from esper_func.controller import (
     Action,
@@ -155,18 +156,13 @@ def _device_of(state: TrainState) -> torch.device:
 
 
 def _validation_grid(model: Model, states: Mapping[str, SeedState], device: torch.device) -> tuple[Tensor, list[str]]:
-    """Row 0: the real alphas; then one row per blended seed with its alpha set to 0."""
-    alphas = alphas_of(model, states, device=device)
-    rows = [alphas]
-    contributors = []
-    for slot_id in model.routed:
-        index = model.index(slot_id)
-        if float(alphas[index]) > 0.0:
-            row = alphas.clone()
-            row[index] = 0.0
-            rows.append(row)
-            contributors.append(slot_id)
-    return torch.stack(rows), contributors
+    """Row 0: the real alphas; then one row per blended seed with its alpha set to 0 (the ablation rows)."""
+    alphas = alphas_of(model, states)
+    contributors = [sid for sid in model.routed if float(alphas[model.index(sid)]) > 0.0]
+    n = len(contributors)
+    coalitions = alpha_grid("ablation", n)[: n + 1] if n else torch.ones(1, 0)
+    grid = coalition_grid(alphas, [model.index(sid) for sid in contributors], coalitions)
+    return grid.to(device), contributors
 
 
 def _validate(

@@ -25,7 +25,7 @@ import copy
 import dataclasses
 from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,9 +47,7 @@ from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
 from esper_func.slot import (
-    SeedFeatures,
     Slot,
-    SlotModule,
     SlotParams,
     check_named_tensors,
     check_slot_params,
@@ -61,7 +59,6 @@ from esper_func.slot import (
 __all__ = [
     "Model",
     "ModelModule",
-    "SweepPlan",
     "Params",
     "Buffers",
     "build_model",
@@ -87,7 +84,8 @@ class ModelModule(nn.Module):
 
     Tensor names are ``host.<name>`` and ``slots.<slot_id>.seed.<name>`` /
     ``slots.<slot_id>.gate.<name>``. ``forward(x, alphas)`` takes alphas
-    already validated (``[n_slots]`` or ``[B, n_slots]``).
+    already validated (``[n_slots]`` or ``[B, n_slots]``). ``route`` holds,
+    per slot in the forward pass, ``(alpha index, surface, slot id, stage)``.
     """
 
     def __init__(self, host: nn.Module, slots: Mapping[str, nn.Module], route: tuple[tuple[int, int, str, int], ...]) -> None:
@@ -96,11 +94,8 @@ class ModelModule(nn.Module):
         self.slots = nn.ModuleDict(dict(slots))
         self.route = route
 
-    def forward(self, x: Tensor, alphas: Tensor | None = None, plan: SweepPlan | None = None) -> Tensor:
-        """The model's output for ``alphas``; or, given a ``plan``, the leaves of a sweep."""
-        if plan is not None:
-            return self._sweep(x, plan)
-        assert alphas is not None
+    def forward(self, x: Tensor, alphas: Tensor) -> Tensor:
+        """The model's output for ``alphas``."""
         h, start = x, 0
         for index, surface, slot_id, stage in self.route:
             h = self.host(h, start, surface)
@@ -110,52 +105,6 @@ class ModelModule(nn.Module):
             h = self.slots[slot_id](h, alpha, stage)
             start = surface
         return self.host(h, start, None)
-
-    def _sweep(self, x: Tensor, plan: SweepPlan) -> Tensor:
-        """Run a prefix tree of alpha settings, folding branches into the batch axis.
-
-        ``h`` holds one block of ``B`` samples per branch. At each slot the seed
-        runs once per parent branch; each child branch gathers its parent's
-        host and seed features and blends them at the child's own alpha.
-        Returns ``[n_leaves * B, ...]``.
-        """
-        batch = x.shape[0]
-        h, start = x, 0
-        for (_, surface, slot_id, stage), (parents, alphas, branches) in zip(self.route, plan.levels, strict=True):
-            h = self.host(h, start, surface)
-            slot = cast(SlotModule, self.slots[slot_id])
-            features = slot.features(h, stage)
-            if branches:  # some parent has several children: copy parents into their child branches
-                gather = _branch_gather(parents, batch)
-                h = h.index_select(0, gather)
-                features = SeedFeatures(
-                    # Only MULTIPLY reads seed_input after the seed has run.
-                    features.seed_input.index_select(0, gather) if slot.algorithm == AlphaAlgorithm.MULTIPLY else h,
-                    features.seed_out.index_select(0, gather),
-                    None if features.gate is None else features.gate.index_select(0, gather),
-                )
-            alpha = alphas.to(h.dtype).repeat_interleave(batch)
-            h = slot.combine(h, features, alpha.reshape((-1,) + (1,) * (h.ndim - 1)), stage)
-            start = surface
-        return self.host(h, start, None)
-
-
-def _branch_gather(parents: Tensor, batch: int) -> Tensor:
-    """Sample indices that copy parent branch ``parents[c]`` into child branch ``c``."""
-    offsets = torch.arange(batch, device=parents.device)
-    return (parents.unsqueeze(1) * batch + offsets).reshape(-1)
-
-
-class SweepPlan(NamedTuple):
-    """A prefix tree over alpha rows, one level per routed slot.
-
-    ``levels[i] = (parents, alphas, branches)``: child branch ``c`` at level
-    ``i`` continues parent branch ``parents[c]`` of level ``i - 1`` (the root
-    is branch 0) with alpha ``alphas[c]`` at that slot; ``branches`` is
-    ``False`` when every parent has exactly one child, in order (no copy needed).
-    """
-
-    levels: tuple[tuple[Tensor, Tensor, bool], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +243,15 @@ class Model:
     def host_skeleton(self, *, train: bool = False) -> nn.Module:
         """The host module on the ``meta`` device (eval- or train-mode prototype)."""
         return self._runners[int(train)].prototype.host  # type: ignore[attr-defined]
+
+    def skeleton(self, *, train: bool = False) -> ModelModule:
+        """The whole model as a ``meta``-device :class:`ModelModule` prototype (eval or train mode).
+
+        A shared prototype: never call it directly; run a per-thread copy
+        (:class:`~esper_func._skeleton.Skeleton`) with :func:`call_module`.
+        Its submodules may be wrapped by other runners (the sweep's).
+        """
+        return cast(ModelModule, self._runners[int(train)].prototype)  # type: ignore[attr-defined]
 
     @property
     def host_shapes(self) -> tuple[Mapping[str, tuple[int, ...]], Mapping[str, tuple[int, ...]]]:
