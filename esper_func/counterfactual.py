@@ -16,7 +16,9 @@ alpha rows is one pure call, and it repeats no work:
   only one root-to-leaf path of activations is alive at a time;
 - every operation sees exactly the tensors and shapes that
   :func:`esper_func.predict` would for that row, so each output equals
-  ``predict``'s.
+  ``predict``'s (a seed's output is put into the host's memory layout once
+  per node, as the model's forward does, so each child's blend is one
+  vectorised pass).
 
 Rows are deduplicated on the columns that matter (slots whose seed is in
 the forward pass). ``max_batch`` bounds how many samples one host segment
@@ -42,8 +44,8 @@ from esper_func._pytree import pytree_dataclass, static_field
 from esper_func._skeleton import Skeleton
 from esper_func.attribution import alpha_grid, coalition_grid
 from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
-from esper_func.model import Buffers, Model, Params, call_module, check_tree, model_cache, predict
-from esper_func.slot import SeedFeatures, SlotModule
+from esper_func.model import Buffers, Model, Params, call_module, check_tree, model_cache, predict, seed_like_host
+from esper_func.slot import SlotModule
 
 __all__ = [
     "EvaluationResult",
@@ -169,7 +171,7 @@ class SweepModule(nn.Module):
         _, surface, slot_id, stage = self.route[depth]
         h = self.host(h, start, surface)
         slot = cast(SlotModule, self.slots[slot_id])
-        features = _like_host(h, slot.features(h, stage))  # once per node: the seed does not depend on its own alpha
+        features = seed_like_host(h, slot.features(h, stage))  # once per node: the seed does not depend on its own alpha
         last = depth + 1 == len(self.route)
         for value, child in node:
             blended = slot.combine(h, features, alphas[depth][value], stage)
@@ -177,23 +179,6 @@ class SweepModule(nn.Module):
                 outputs[child] = self.host(blended, surface, None)
             else:
                 self._visit(blended, surface, depth + 1, child, alphas, outputs)
-
-
-def _like_host(h: Tensor, features: SeedFeatures) -> SeedFeatures:
-    """``features`` with the seed's output in ``h``'s memory format (channels_last hosts).
-
-    A seed reads a contiguous copy of channels_last features (as esper-lite
-    feeds it), so its output is contiguous while the host's is channels_last,
-    and every blend of the two would run elementwise over mismatched
-    strides. One copy per tree node makes each child's blend a straight
-    vectorised pass (the values are the same, to the rounding of the blend).
-    """
-    out = features.seed_out
-    if h.ndim != 4 or out.shape != h.shape or torch._C._functorch.is_batchedtensor(h):
-        return features  # (vmap cannot query channels_last contiguity)
-    if not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
-        return features._replace(seed_out=out.contiguous(memory_format=torch.channels_last))
-    return features
 
 
 def _sweep_runner(model: Model) -> Skeleton:

@@ -47,7 +47,9 @@ from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.stages import SEEDLESS_STAGES, SeedStage, is_active_stage
 from esper_func.slot import (
+    SeedFeatures,
     Slot,
+    SlotModule,
     SlotParams,
     check_named_tensors,
     check_slot_params,
@@ -102,9 +104,28 @@ class ModelModule(nn.Module):
             alpha = alphas[..., index]
             if alpha.ndim == 1:
                 alpha = alpha.reshape((h.shape[0],) + (1,) * (h.ndim - 1))
-            h = self.slots[slot_id](h, alpha, stage)
+            slot = cast(SlotModule, self.slots[slot_id])
+            h = slot.combine(h, seed_like_host(h, slot.features(h, stage)), alpha, stage)
             start = surface
         return self.host(h, start, None)
+
+
+def seed_like_host(h: Tensor, features: SeedFeatures) -> SeedFeatures:
+    """``features`` with the seed's output in ``h``'s memory format (channels_last hosts).
+
+    A seed reads a contiguous copy of channels_last features (as esper-lite
+    feeds it), so its output is contiguous while the host's is channels_last,
+    and the blend of the two would run elementwise over mismatched strides
+    (forward and backward). One copy into the host's layout makes the blend a
+    straight vectorised pass and hands the next host segment the layout it
+    wants. The values are the same, to the rounding of the blend.
+    """
+    out = features.seed_out
+    if h.ndim != 4 or out.shape != h.shape or torch._C._functorch.is_batchedtensor(h):
+        return features  # (vmap cannot query channels_last contiguity)
+    if not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        return features._replace(seed_out=out.contiguous(memory_format=torch.channels_last))
+    return features
 
 
 @dataclasses.dataclass(frozen=True)
