@@ -582,11 +582,16 @@ class Adam(Optimizer):
 
 
 def _per_leaf(values: Tensor, like: Tensors) -> list[Tensor]:
-    """``values[i]`` as a 0-d tensor in the dtype (and on the device) of ``like[i]``."""
-    dtype, device = like[0].dtype, like[0].device
-    if all(t.dtype == dtype and t.device == device for t in like):
-        return list(values.to(dtype=dtype, device=device).unbind())
-    return [v.to(dtype=t.dtype, device=t.device) for v, t in zip(values.unbind(), like, strict=True)]
+    """``values[i]`` as a 0-d CPU tensor in the dtype of ``like[i]``.
+
+    The scalars stay on the CPU (where the step counters live): a 0-d CPU
+    tensor is a scalar operand for tensors on any device, so no copy to an
+    accelerator (and no synchronisation) happens per step.
+    """
+    dtype = like[0].dtype
+    if all(t.dtype == dtype for t in like):
+        return list(values.to(dtype=dtype).unbind())
+    return [v.to(dtype=t.dtype) for v, t in zip(values.unbind(), like, strict=True)]
 
 
 def adam(

@@ -55,7 +55,7 @@ from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.counterfactual import flatten_tokens
 from esper_func.hosts import TransformerHost
 from esper_func.lifecycle import SeedState, record_gradients, trainable
-from esper_func.lifecycle.measure import EXPLODING_THRESHOLD, VANISHING_THRESHOLD, GradientHealth, gradient_health
+from esper_func.lifecycle.measure import GradientHealth, gradient_health
 from esper_func.model import Buffers, Model, Params, apply, call_module, check_tree, model_cache
 from esper_func.optim import Optimizer
 
@@ -127,23 +127,34 @@ class StepMetrics:
         loss: the batch's mean loss, 0-d.
         accuracy: the fraction of argmax hits, 0-d.
         host_grad_norm: global L2 norm of the host's gradients, 0-d float32.
-        seed_health: per seed in the forward pass (``model.routed``), its
-            :class:`~esper_func.lifecycle.measure.GradientHealth` (global
-            gradient norm in float64, health in ``[0, 1]``, vanishing and
-            exploding flags). Non-finite values are kept as they are.
+        seed_leaf_norms: per seed in the forward pass (``model.routed``), the
+            L2 norm of each of its gradient tensors, ``[n_tensors]`` float64
+            (esper-lite's per-layer gradient statistics).
 
-    Convert with ``float()`` when logging, once per epoch rather than per step.
+    :attr:`seed_health` and :attr:`seed_grad_norms` derive the per-seed
+    telemetry from these (tensors too). Non-finite values are kept as they
+    are. Convert with ``float()`` when logging, once per epoch rather than
+    per step.
     """
 
     loss: Tensor
     accuracy: Tensor
     host_grad_norm: Tensor
-    seed_health: dict[str, GradientHealth]
+    seed_leaf_norms: dict[str, Tensor]
+
+    @property
+    def seed_health(self) -> dict[str, GradientHealth]:
+        """Per routed seed, :func:`~esper_func.lifecycle.measure.gradient_health` of its gradients.
+
+        Computed from the per-tensor norms (the health formula only reads
+        those), so it equals ``gradient_health(grads_of_that_seed)``.
+        """
+        return {sid: gradient_health(list(norms.unbind())) for sid, norms in self.seed_leaf_norms.items()}
 
     @property
     def seed_grad_norms(self) -> dict[str, Tensor]:
-        """Per routed seed, its global gradient norm (``seed_health[sid].norm``)."""
-        return {sid: health.norm for sid, health in self.seed_health.items()}
+        """Per routed seed, the global L2 norm of its gradients (float64, 0-d)."""
+        return {sid: norms.square().sum().sqrt() for sid, norms in self.seed_leaf_norms.items()}
 
 
 def init_train_state(
@@ -216,8 +227,9 @@ def record_step_gradients(seeds: Mapping[str, SeedState], metrics: StepMetrics) 
     back as they were): the governor judges such an epoch, and an unmeasured
     seed stays unmeasured rather than recording a NaN.
     """
-    sids = [sid for sid in metrics.seed_health if sid in seeds]
-    health = [metrics.seed_health[sid] for sid in sids]
+    all_health = metrics.seed_health
+    sids = [sid for sid in all_health if sid in seeds]
+    health = [all_health[sid] for sid in sids]
     values = torch.stack(
         [metrics.loss.detach().double().cpu(), metrics.host_grad_norm.detach().double().cpu()]
         + [t.detach().double().cpu() for h in health for t in (h.norm, h.health, h.has_exploding, h.has_vanishing)]
@@ -261,7 +273,6 @@ def _static_inputs(
         rng = torch.Generator().manual_seed((state.key * 1_000_003 + state.step) % (2**63))
     layout = _Layout.of(model)
     layout.active(trains)
-    _segments(layout, device)
     return layout, alphas, trains, rng, _tensor_lr(model, optimizer) if compiling else optimizer
 
 
@@ -431,10 +442,13 @@ def _numeric_step(
     n_host = len(layout.host_keys)
     host_grads = grads[:n_host]
     host_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(host_grads))) if host_grads else torch.zeros(())
-    seed_health = _seed_health(layout, grads[n_host:], x.device)
+    seed_grads = grads[n_host:]
+    # Per-tensor norms in float64 (esper-lite's gradient collector: no overflow for large gradients).
+    norms = torch.stack(torch._foreach_norm(seed_grads, 2, dtype=torch.float64)) if seed_grads else torch.zeros(0, dtype=torch.float64)
+    seed_norms = dict(zip(layout.routed, norms.split([len(e) for e in layout.slot_entries]), strict=True))
 
     new_params, new_opt_state = _optimizer_step(optimizer, opt_state, params, leaves, grads, layout, trains)
-    metrics = StepMetrics(loss, accuracy, host_norm, seed_health)
+    metrics = StepMetrics(loss, accuracy, host_norm, seed_norms)
     return new_params, {"host": new_host_buffers}, new_opt_state, metrics
 
 
@@ -494,46 +508,6 @@ def _gradients_via_apply(
         loss, accuracy = _loss_and_accuracy(loss_fn, out, y)
     grads = torch.autograd.grad(loss, inputs, materialize_grads=True) if inputs else ()
     return list(grads), loss.detach(), accuracy, [new_buffers["host"][k] for k in layout.buffer_keys]
-
-
-def _seed_health(layout: _Layout, grads: list[Tensor], device: torch.device) -> dict[str, GradientHealth]:
-    """:func:`~esper_func.lifecycle.measure.gradient_health` of every routed seed at once.
-
-    The same numbers as calling it per seed (per-leaf L2 norms in float64,
-    counts of vanishing and exploding leaves, the same health formula), in a
-    fixed handful of tensor ops for all seeds together instead of a dozen per
-    seed and one per leaf: a segment sum over one ``torch._foreach_norm``.
-    """
-    if not layout.routed:
-        return {}
-    if not grads:
-        return {sid: gradient_health([]) for sid in layout.routed}
-    segments, leaf_counts = _segments(layout, device)
-    norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64))
-    n_seeds = len(layout.routed)
-    total = torch.zeros(n_seeds, dtype=torch.float64, device=device).index_add_(0, segments, norms.square()).sqrt()
-    flags = torch.stack([norms < VANISHING_THRESHOLD, (norms > EXPLODING_THRESHOLD) | ~torch.isfinite(norms)], dim=1)
-    counts = torch.zeros(n_seeds, 2, dtype=torch.float64, device=device).index_add_(0, segments, flags.double())
-    vanishing, exploding = counts.unbind(1)
-    health = (1.0 - (vanishing / leaf_counts) * 0.5 - (exploding / leaf_counts) * 0.8).clamp(0.0, 1.0)
-    health = torch.where(torch.isfinite(total), health, torch.zeros_like(health))
-    columns = zip(total.unbind(), health.unbind(), (vanishing > 0).unbind(), (exploding > 0).unbind(), strict=True)
-    return {sid: GradientHealth(*column) for sid, column in zip(layout.routed, columns, strict=True)}
-
-
-def _segments(layout: _Layout, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per routed-seed leaf, its seed's index; and per seed its leaf count (at least 1), on ``device`` (memoised)."""
-    key = ("segments", device)
-    cached = layout.memo.get(key)
-    if cached is None:
-        ids = [i for i, entries in enumerate(layout.slot_entries) for _ in entries]
-        sizes = [max(1, len(entries)) for entries in layout.slot_entries]
-        cached = (
-            torch.tensor(ids, dtype=torch.long, device=device),
-            torch.tensor(sizes, dtype=torch.float64, device=device),
-        )
-        layout.memo[key] = cached
-    return cached
 
 
 def _optimizer_step(
