@@ -8,6 +8,7 @@ never imported by the package itself.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -122,25 +123,36 @@ def check_same_outputs(pair: Pair, x: torch.Tensor) -> None:
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
-def lite_train_step(pair: Pair, x: torch.Tensor, y: torch.Tensor, make_optimizer: Callable[[Any], torch.optim.Optimizer]) -> Callable[[], None]:
+def lite_train_step(
+    pair: Pair, x: torch.Tensor, y: torch.Tensor, make_optimizer: Callable[[Any], torch.optim.Optimizer], *, compiled: bool = False
+) -> Callable[[], None]:
     """esper-lite's training step as its epoch loop runs it (``simic/training/helpers.py``).
 
     ``zero_grad``; forward; ``compute_task_loss_with_metrics`` (cross entropy
     and the argmax hits); ``loss.backward()``; ``optimizer.step()``; loss and
     hits accumulated as tensors (no host sync per step). No gradient
     collection (its default when telemetry is off).
+
+    ``compiled=True`` runs it as esper-lite's ``compiled_train_step`` does:
+    ``torch.compile(mode="default", dynamic=True)`` of the forward and the
+    loss, on a copy of the model; ``backward`` and the optimizer eagerly.
     """
     compute_task_loss_with_metrics = _lite_loss_module().compute_task_loss_with_metrics
-    lite = pair.lite.train()
+    lite = copy.deepcopy(pair.lite).train() if compiled else pair.lite.train()
     optimizer = make_optimizer(lite.parameters())
     criterion = torch.nn.CrossEntropyLoss()
     task = "classification" if pair.model.host.topology == "cnn" else "lm"
     running_loss = torch.zeros(1, device=x.device)
     running_correct = torch.zeros(1, device=x.device, dtype=torch.long)
 
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return lite(inputs)
+
+    run = torch.compile(forward, mode="default", dynamic=True) if compiled else forward
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss, correct, total = compute_task_loss_with_metrics(lite(x), y, criterion, task)
+        loss, correct, total = compute_task_loss_with_metrics(run(x), y, criterion, task)
         loss.backward()
         optimizer.step()
         running_loss.add_(loss.detach() * total)

@@ -172,6 +172,11 @@ def step_variants(pair: _esper_lite.Pair, x: torch.Tensor, y: torch.Tensor, devi
 
     fns["esper_func"] = eager_step
     if compiled:
+        if pair.lite is not None:
+            start = time.perf_counter()
+            fns["esper-lite compiled"] = _esper_lite.lite_train_step(pair, x, y, torch_sgd, compiled=True)
+            fns["esper-lite compiled"]()
+            print(f"  (compiled esper-lite's forward in {time.perf_counter() - start:.0f} s)", flush=True)
         step = torch.compile(lambda s, b: train_step(pair.model, s, b, optimizer=optimizer, loss_fn=loss_fn))
         start = time.perf_counter()
         box["compiled"], _ = step(box["compiled"], (x, y))
@@ -201,9 +206,11 @@ def train_rows(settings: Settings, with_lite: bool, compile_: bool) -> list[Row]
         rows.append(Row(label, base, t.ms(base), "esper_func", t.ms("esper_func"), t.ratio("esper_func", base), goal,
                         {"stateful_ms": t.ms("stateful"), "vs_stateful": t.ratio("esper_func", "stateful")}))
         if with_compile:
+            extra = {"vs_esper_func_eager": t.ratio("esper_func compiled", "esper_func")}
+            if "esper-lite compiled" in t.rounds:
+                extra["lite_compiled_vs_lite_eager"] = t.ratio("esper-lite compiled", "esper-lite")
             rows.append(Row("torch.compile'd train step, 3-slot CNN", f"{base} eager", t.ms(base), "compiled",
-                            t.ms("esper_func compiled"), t.ratio("esper_func compiled", base), 0.85,
-                            {"vs_esper_func_eager": t.ratio("esper_func compiled", "esper_func")}))
+                            t.ms("esper_func compiled"), t.ratio("esper_func compiled", base), 0.85, extra))
     return rows
 
 
@@ -254,8 +261,11 @@ def lm_rows(settings: Settings, with_lite: bool, compile_: bool, full: bool) -> 
     rows = [Row(label, base, t.ms(base), "esper_func", t.ms("esper_func"), t.ratio("esper_func", base), 1.05,
                 {"tokens_per_s": {k: n / (t.ms(k) / 1e3) for k in fns}})]
     if compile_:
+        extra = {"vs_esper_func_eager": t.ratio("esper_func compiled", "esper_func")}
+        if "esper-lite compiled" in t.rounds:
+            extra["lite_compiled_vs_lite_eager"] = t.ratio("esper-lite compiled", "esper-lite")
         rows.append(Row("torch.compile'd LM step", f"{base} eager", t.ms(base), "compiled", t.ms("esper_func compiled"),
-                        t.ratio("esper_func compiled", base), None))
+                        t.ratio("esper_func compiled", base), None, extra))
     return rows
 
 
@@ -268,7 +278,10 @@ def print_rows(rows: list[Row]) -> None:
         if "vs_stateful" in r.extra and r.baseline != "stateful":
             print(f"  {r.measure}: in-repo stateful baseline {r.extra['stateful_ms']:.2f} ms, esper_func / stateful {r.extra['vs_stateful']:.3f}")
         if "vs_esper_func_eager" in r.extra:
-            print(f"  compiled / esper_func eager: {r.extra['vs_esper_func_eager']:.3f}")
+            print(f"  {r.measure}: compiled / esper_func eager {r.extra['vs_esper_func_eager']:.3f}")
+        if "lite_compiled_vs_lite_eager" in r.extra:
+            print(f"  {r.measure}: esper-lite's own compiled step / esper-lite eager {r.extra['lite_compiled_vs_lite_eager']:.3f}"
+                  " (what torch.compile gives this model on this machine)")
         if "vs_predict_loop" in r.extra:
             print(f"  ef.sweep / ef.predict loop: {r.extra['vs_predict_loop']:.3f}")
 
