@@ -23,10 +23,15 @@ class Timings:
         """Median milliseconds per call of ``name``."""
         return statistics.median(self.rounds[name])
 
-    def ratio(self, num: str, den: str) -> float:
-        """Median over rounds of ``num / den`` timed in the same round (robust to drift)."""
-        pairs = zip(self.rounds[num], self.rounds[den], strict=True)
-        return statistics.median(a / b for a, b in pairs)
+    def ratio(self, num: str, den: str | Sequence[str]) -> float:
+        """Median over rounds of ``num / den`` timed in the same round (robust to drift).
+
+        ``den`` may name several variants: each round divides by the fastest
+        of them in that round ("the best of" the baselines).
+        """
+        names = [den] if isinstance(den, str) else list(den)
+        best = [min(values) for values in zip(*(self.rounds[n] for n in names), strict=True)]
+        return statistics.median(a / b for a, b in zip(self.rounds[num], best, strict=True))
 
 
 def measure(
@@ -35,22 +40,31 @@ def measure(
     rounds: int = 21,
     min_time_s: float = 0.03,
     warmup: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], object] | None = None,
 ) -> Timings:
     """Time every function in interleaved rounds.
 
     Each round times every function back to back, in a shuffled order, each
     as a block of calls lasting about ``min_time_s``, so slow drifts of a
     shared machine hit all variants alike; :meth:`Timings.ratio` pairs the
-    variants round by round.
+    variants round by round. ``clock`` is wall time by default;
+    ``time.thread_time`` measures the CPU time of the calling thread (with
+    one intra-op thread this ignores time the machine spent on other
+    processes). ``sync`` (e.g. ``torch.cuda.synchronize``) runs before every
+    clock reading, so queued device work is counted.
     """
+    sync = sync or (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     numbers = {}
     for name, fn in fns.items():
-        start = time.perf_counter()
+        sync()
+        start = clock()
         fn()
-        once = max(time.perf_counter() - start, 1e-6)
+        sync()
+        once = max(clock() - start, 1e-6)
         numbers[name] = max(1, int(min_time_s / once))
     samples: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns)
@@ -59,10 +73,12 @@ def measure(
         shuffle(order)  # no variant always runs right after another (cache and allocator state)
         for name in order:
             fn, n = fns[name], numbers[name]
-            start = time.perf_counter()
+            sync()
+            start = clock()
             for _ in range(n):
                 fn()
-            samples[name].append((time.perf_counter() - start) / n * 1e3)
+            sync()
+            samples[name].append((clock() - start) / n * 1e3)
     return Timings(samples)
 
 

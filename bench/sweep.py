@@ -2,13 +2,16 @@
 
 Model: ``CNNHost(n_blocks=3, base_channels=32)``, batch 128 of 32x32 images,
 ``conv_light`` seeds BLENDING in ``r0c0, r0c1, r0c2``; grid: the full
-factorial over the 3 slots (K = 8). Four ways to get all K outputs:
+factorial over the 3 slots (K = 8). The ways to get all K outputs:
 
 - ``loop``: one ``ef.predict`` per grid row;
 - ``repeated batch``: esper-lite's fused method, one pass over K x B rows
   with per-sample alphas;
 - ``vmap``: ``torch.func.vmap`` of ``ef.predict`` over the rows;
-- ``ef.sweep``: the prefix tree (shared prefixes, branches folded into the batch).
+- ``ef.sweep``: the prefix tree, walked depth first (each host segment and
+  seed once per distinct prefix);
+- with ``ESPER_LITE_SRC`` set: esper-lite's own ``force_alpha`` loop and
+  ``fused_forward`` on its ``MorphogeneticModel`` holding the same weights.
 
 Peak memory is the growth of the resident set while one call runs, measured
 in a fresh process per variant (``/proc/self/status`` VmHWM after resetting
@@ -32,6 +35,7 @@ import torch
 from torch.func import vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _esper_lite
 from _timing import measure, print_table, setup_threads, stable_allocator
 
 import esper_func as ef
@@ -114,10 +118,15 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"counterfactual sweeps, {HOST}, batch {BATCH}x3x32x32; torch {torch.__version__}, {threads} threads\n")
 
-    model, params, buffers = make(["r0c0", "r0c1", "r0c2"])
     x = torch.randn(BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     grid = ef.alpha_grid("full_factorial", 3)
-    fns = variants(model, params, buffers, x, grid)
+    if _esper_lite.available():
+        pair = _esper_lite.blending_pair(HOST, ["r0c0", "r0c1", "r0c2"], "conv_light")
+        model, params, buffers = pair.model, pair.params, pair.buffers
+        fns = {**variants(model, params, buffers, x, grid), **{f"esper-lite {k}": v for k, v in _esper_lite.lite_sweeps(pair, x, grid).items()}}
+    else:
+        model, params, buffers = make(["r0c0", "r0c1", "r0c2"])
+        fns = variants(model, params, buffers, x, grid)
     with torch.no_grad():
         reference = fns["loop"]()
         for fn in fns.values():
@@ -125,10 +134,10 @@ def main() -> None:
         t = measure(fns, rounds=9, min_time_s=0.2, warmup=1)
     rows = []
     for name in fns:
-        mib = peak_memory(name)
+        mib = peak_memory(name) if name in variants(model, params, buffers, x, grid) else None
         rows.append([name, t.ms(name), t.ratio(name, "loop"), "n/a" if mib is None else f"{mib:.1f}"])
-    print("3-slot CNN, full factorial K = 8 (sweep target: <= 0.35x the loop, faster than the repeated batch,")
-    print("peak memory no higher than the repeated batch)\n")
+    print("3-slot CNN, full factorial K = 8 (sweep target: <= 0.35x the faster of esper-lite's force_alpha loop and")
+    print("fused_forward, see bench/table.py; peak memory no higher than the repeated batch)\n")
     print_table(["variant", "ms", "x loop", "peak MiB"], rows)
 
     print("\nscaling: full factorial over n slots, time / one predict")

@@ -1,17 +1,20 @@
 """Benchmark: the functional train step, and the demo's time budget.
 
-1. ``ef.train_step`` (``torch.func.grad_and_value`` of a functional loss, the
-   pure optimizer, per-slot masks and gradient telemetry) against an
-   equivalent stateful loop (an ``nn.Module`` holding the host, the seeds and
-   the alphas, ``torch.optim.SGD``, ``loss.backward()``, and the same
-   per-step gradient norms), same model, same data, same run. Two models: the
-   3-slot CNN of ``bench/model.py`` (batch 128 of 32x32, ``conv_light`` seeds
-   BLENDING) and the demo's small digits CNN (batch 64 of 8x8).
+1. ``ef.train_step`` (plain autograd on the functional model, the pure
+   optimizer, per-slot masks, gradient telemetry kept as tensors) against
+   an equivalent stateful loop (an ``nn.Module`` holding the host, the seeds
+   and the alphas, ``torch.optim.SGD``, ``loss.backward()``) and, when
+   ``ESPER_LITE_SRC`` points at esper-lite's source tree, against
+   esper-lite's own ``MorphogeneticModel``: same weights, same data, same
+   run. Two models: the 3-slot CNN (batch 128 of 32x32, ``conv_light``
+   seeds BLENDING) and the small CNN (``n_blocks=2, base_channels=8``,
+   batch 64 of 16x16). ``bench/table.py`` adds the compiled step, the sweep
+   and the language-model step.
 2. The demo (``esper-func demo`` defaults): wall time, and the time each
    epoch spends in validation with the counterfactual sweep, next to the
    time a plain validation pass would take.
 
-Run: ``python bench/train.py [--threads N] [--skip-demo]``.
+Run: ``[ESPER_LITE_SRC=...] python bench/train.py [--threads N] [--rounds N] [--skip-demo]``.
 """
 
 from __future__ import annotations
@@ -23,58 +26,22 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _baselines import StatefulModel
-from _timing import measure, print_table, setup_threads, stable_allocator
+import _esper_lite
+import table
+from _timing import print_table, setup_threads, stable_allocator
 
 import esper_func as ef
-from esper_func.train import init_train_state, train_step
+from esper_func.train import init_train_state
 
 
-def blending_run(host: ef.CNNHost, slot_ids: list[str]) -> tuple[ef.Model, dict, dict, dict]:
-    registry = ef.default_registry()
-    model, params, buffers = ef.build_model(host, slot_ids, generator=torch.Generator().manual_seed(0))
-    seeds = {}
-    for k, sid in enumerate(model.slot_order):
-        model, params = ef.add_seed(model, params, sid, registry, "conv_light", generator=torch.Generator().manual_seed(k + 1))
-        state = ef.germinate(sid, "conv_light")
-        gates = ef.Gates(permissive=True, min_blending_epochs=0)
-        state, _, _ = ef.advance(state, gates, ef.SeedStage.TRAINING)
-        state, _, _ = ef.advance(state, gates, ef.SeedStage.BLENDING)
-        seeds[sid] = state
-    for _ in range(2):  # ramp alpha up a little
-        seeds = {sid: ef.step_epoch(s, ef.Gates())[0] for sid, s in seeds.items()}
-    model, params = ef.set_stages(model, params, seeds)
-    return model, params, buffers, seeds
-
-
-def compare_steps(label: str, host: ef.CNNHost, slot_ids: list[str], x: torch.Tensor, y: torch.Tensor) -> list[object]:
-    model, params, buffers, seeds = blending_run(host, slot_ids)
-    optimizer = ef.optim.sgd(0.01, momentum=0.9, weight_decay=5e-4)
-    state = init_train_state(model, params, buffers, optimizer=optimizer, seeds=seeds)
-    stateful = StatefulModel(model, params, buffers, ef.alphas_of(model, seeds)).train()
-    torch_opt = torch.optim.SGD(stateful.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    host_params = list(stateful.host.parameters())
-    seed_params = {sid: list(m.parameters()) for sid, m in stateful.seeds.items()}
-
-    def stateful_step() -> None:
-        torch_opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(stateful(x), y)
-        loss.backward()
-        host_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in host_params]))
-        seed_norms = [torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in ps])) for ps in seed_params.values()]
-        torch_opt.step()
-        float(loss.detach()), float(host_norm), [float(n) for n in seed_norms]
-
-    box = {"state": state}
-
-    def functional_step() -> None:
-        box["state"], _ = train_step(model, box["state"], (x, y), optimizer=optimizer, loss_fn=F.cross_entropy)
-
-    t = measure({"stateful": stateful_step, "functional": functional_step}, rounds=9, min_time_s=0.3, warmup=2)
-    return [label, t.ms("stateful"), t.ms("functional"), t.ratio("functional", "stateful")]
+def compare_steps(label: str, host: ef.CNNHost, slot_ids: list[str], batch: int, size: int, rounds: int, with_lite: bool) -> list[object]:
+    pair = table.build(host, slot_ids, "conv_light", with_lite)
+    x, y = table.images(host, batch, size, torch.device("cpu"))
+    t = table.Settings(rounds=rounds).measure(table.step_variants(pair, x, y, torch.device("cpu"), compiled=False))
+    lite = [t.ms("esper-lite"), t.ratio("esper_func", "esper-lite")] if with_lite else ["-", "-"]
+    return [label, t.ms("stateful"), t.ms("esper_func"), t.ratio("esper_func", "stateful"), *lite]
 
 
 def demo_budget() -> list[list[object]]:
@@ -128,24 +95,19 @@ def demo_budget() -> list[list[object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (section 2)")
     args = parser.parse_args()
     stable_allocator()
     threads = setup_threads(args.threads)
-    print(f"functional train step vs stateful nn.Module + torch.optim; torch {torch.__version__}, {threads} threads\n")
-    g = torch.Generator().manual_seed(0)
+    with_lite = _esper_lite.available() is not None
+    print(f"functional train step vs stateful nn.Module + torch.optim{' and esper-lite' if with_lite else ''}; "
+          f"torch {torch.__version__}, {threads} threads\n")
     rows = [
-        compare_steps(
-            "3-slot CNN, batch 128x3x32x32", ef.CNNHost(n_blocks=3, base_channels=32), ["r0c0", "r0c1", "r0c2"],
-            torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g),
-        ),
-        compare_steps(
-            "demo CNN (digits), batch 64x1x8x8",
-            ef.CNNHost(in_channels=1, n_blocks=2, base_channels=4, memory_format="contiguous_format"), ["r0c0", "r1c0"],
-            torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g),
-        ),
+        compare_steps("3-slot CNN, batch 128x3x32x32", table.CNN_BIG, ["r0c0", "r0c1", "r0c2"], 128, 32, args.rounds, with_lite),
+        compare_steps("small CNN, batch 64x3x16x16", table.CNN_SMALL, ["r0c0", "r0c1"], 64, 16, args.rounds, with_lite),
     ]
-    print_table(["model", "stateful ms/step", "functional ms/step", "ratio (target <= 1.10)"], rows)
+    print_table(["model", "stateful ms/step", "functional ms/step", "x stateful", "esper-lite ms/step", "x esper-lite"], rows)
     if args.skip_demo:
         return
     print("\nthe demo (esper-func demo defaults)")

@@ -19,6 +19,7 @@ from esper_func import checkpoint as checkpoint
 from esper_func import counterfactual as counterfactual
 from esper_func import data as data
 from esper_func import optim as optim
+from esper_func import train as train
 
 # Attribution and counterfactuals
 from esper_func.attribution import alpha_grid as alpha_grid
@@ -115,6 +116,13 @@ from esper_func.model import build_model as build_model
 from esper_func.model import predict as predict
 from esper_func.model import remove_seed as remove_seed
 from esper_func.model import set_stages as set_stages
+
+# Training (a pure step; torch.compile it as is)
+from esper_func.train import StepMetrics as StepMetrics
+from esper_func.train import TrainState as TrainState
+from esper_func.train import init_train_state as init_train_state
+from esper_func.train import record_step_gradients as record_step_gradients
+from esper_func.train import train_step as train_step
 
 # Slots and stages
 from esper_func.slot import Slot as Slot

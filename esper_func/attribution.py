@@ -4,8 +4,11 @@ Pure tensor math; nothing here knows about models. A *grid* is a ``[K, n]``
 tensor whose row ``k`` switches each of ``n`` players (seed slots) on (``1``)
 or off (``0``); *values* is ``[K]`` (or ``[K, *T]``) with the value of each
 row's coalition, e.g. the validation accuracy with exactly those seeds
-enabled. :func:`alpha_grid` builds grids; :func:`shapley`, :func:`banzhaf`
-and :func:`interactions` attribute ``values`` back to the players.
+enabled. :func:`alpha_grid` builds grids; :func:`coalition_grid` turns them
+into alpha rows for a model's seeds at their current alphas (the one
+builder behind the command line's sweep and the epoch loop's validation
+grid); :func:`shapley`, :func:`banzhaf` and :func:`interactions` attribute
+``values`` back to the players.
 
 Coalitions and bitmasks
     Row ``x`` is the coalition ``S = {j : x[j] = 1}`` with bitmask
@@ -68,7 +71,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal, overload
 
 import torch
@@ -87,6 +90,7 @@ __all__ = [
     "ShapleyResult",
     "InteractionResult",
     "alpha_grid",
+    "coalition_grid",
     "shapley_permutations",
     "coalition_masks",
     "values_by_coalition",
@@ -371,6 +375,46 @@ def alpha_grid(
     masks = torch.cat([_ablation_masks(n), _prefix_masks(permutations).reshape(-1)])
     grid = _rows(_first_occurrences(masks), n)
     return (grid, permutations) if return_permutations else grid
+
+
+def coalition_grid(base: Tensor, players: Sequence[int], coalitions: Tensor) -> Tensor:
+    """Alpha rows ``[K, len(base)]`` for coalitions of some of a model's slots, at their current alphas.
+
+    Row ``k`` is ``base`` with the alpha of player ``j`` (column
+    ``players[j]``) kept where ``coalitions[k, j] == 1`` and set to ``0``
+    where it is ``0``; the other columns keep ``base``. With ``coalitions =
+    alpha_grid(strategy, len(players))`` this is that strategy over the
+    players at their real alphas; e.g. the first ``m + 1`` ablation rows
+    are the real alphas, then each player switched off in turn (the
+    validation grid of the epoch loop).
+
+    Args:
+        base: ``[n_slots]`` floating-point alphas (``ef.alphas_of(model, states)``).
+        players: distinct column indices into ``base`` (e.g. the routed seeds').
+        coalitions: ``[K, len(players)]`` of zeros and ones.
+
+    Returns:
+        A new ``[K, n_slots]`` tensor in ``base``'s dtype and on its device.
+    """
+    if not isinstance(base, Tensor) or base.ndim != 1 or not base.is_floating_point():
+        raise DTypeError(f"base must be a 1-D floating-point tensor of alphas; got {_describe(base)}")
+    players = [int(p) for p in players]
+    if len(set(players)) != len(players) or any(not 0 <= p < base.shape[0] for p in players):
+        raise ValueError(f"players must be distinct column indices in [0, {base.shape[0]}); got {players}")
+    if not isinstance(coalitions, Tensor) or coalitions.ndim != 2 or coalitions.shape[1] != len(players):
+        raise ShapeError(f"coalitions must be a [K, {len(players)}] tensor (one column per player); got {_describe(coalitions)}")
+    if not bool(((coalitions == 0) | (coalitions == 1)).all()):
+        raise ValueError("coalitions must hold only 0 (off) and 1 (on)")
+    grid = base.repeat(coalitions.shape[0], 1)
+    if players:
+        grid[:, players] = coalitions.to(dtype=base.dtype, device=base.device) * base[players]
+    return grid
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 # --------------------------------------------------------------------------

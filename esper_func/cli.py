@@ -715,8 +715,7 @@ def _sweep(args: argparse.Namespace) -> int:
         permutations = None
     else:
         coalitions, permutations = ef.alpha_grid("shapley", n, seed=0, return_permutations=True)
-    grid = base.repeat(coalitions.shape[0], 1)
-    grid[:, columns] = coalitions * base[columns]
+    grid = ef.counterfactual.coalition_grid(base, columns, coalitions)
     batches = ef.data.batches(data.val, 512, shuffle=False)
     result = ef.evaluate(model, state.params, state.buffers, batches, grid, loss_fn=F.cross_entropy)
     values = 100.0 * result.accuracy.double()

@@ -1,46 +1,65 @@
-"""Counterfactual sweeps: many alpha settings in one batched, shared computation.
+"""Counterfactual sweeps: many alpha settings in one shared computation.
 
 esper-lite measures "what if this seed were off?" by mutating a slot
 (``force_alpha``) or by repeating the whole batch once per configuration
 (``fused_forward``). Here alpha is an argument, so a sweep over a grid of
 alpha rows is one pure call, and it repeats no work:
 
-- everything before the first slot whose alpha varies runs once;
-- after each slot the computation branches only into the *distinct* alpha
-  prefixes seen in the grid (a prefix tree over the rows), and each seed runs
-  once per parent branch: its output does not depend on its own alpha;
-- branches are folded into the batch axis (one large batch per host
-  segment), which on CPU is faster than ``vmap`` over configurations.
+- the distinct rows of the grid form a prefix tree, one level per slot in
+  the forward pass (:class:`SweepPlan`); a node is an alpha prefix;
+- the tree is walked depth first: everything before the first slot runs
+  once; at each node the host segment up to the slot and the seed run once
+  (a seed's output does not depend on its own alpha), then each child blends
+  at its own alpha and continues down its branch. Every host segment and
+  seed runs once per *distinct* prefix, on the batch as given, which is the
+  least work any sweep can do; nothing is copied to gather branches, and
+  only one root-to-leaf path of activations is alive at a time;
+- every operation sees exactly the tensors and shapes that
+  :func:`esper_func.predict` would for that row, so each output equals
+  ``predict``'s (a seed's output is put into the host's memory layout once
+  per node, as the model's forward does, so each child's blend is one
+  vectorised pass).
 
 Rows are deduplicated on the columns that matter (slots whose seed is in
-the forward pass), and ``max_batch`` bounds memory by splitting the sorted
-rows into chunks whose widest level fits.
+the forward pass). ``max_batch`` bounds how many samples one host segment
+processes at once: larger batches are swept in chunks.
+
+The grid builders live in :mod:`esper_func.attribution`:
+:func:`~esper_func.attribution.alpha_grid` for coalitions and
+:func:`~esper_func.attribution.coalition_grid` to turn coalitions of a
+model's seeds into alpha rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
-from torch import Tensor
-from torch.func import functional_call, grad
+from torch import Tensor, nn
+from torch.func import grad
 
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func.attribution import alpha_grid
+from esper_func._skeleton import Skeleton
+from esper_func.attribution import alpha_grid, coalition_grid
 from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
-from esper_func.model import Buffers, Model, Params, SweepPlan, check_tree, predict
+from esper_func.model import Buffers, Model, Params, call_module, check_tree, model_cache, predict, seed_like_host
+from esper_func.slot import SlotModule
 
 __all__ = [
     "EvaluationResult",
+    "SweepModule",
+    "SweepPlan",
     "alpha_grid",
     "alpha_sensitivity",
     "check_grid",
+    "coalition_grid",
     "evaluate",
     "flatten_tokens",
     "grid_sums",
     "sweep",
+    "sweep_plan",
     "sweep_plan_stats",
 ]
 
@@ -66,54 +85,113 @@ def check_grid(model: Model, grid: Any) -> Tensor:
     return grid
 
 
+# --------------------------------------------------------------------------- the plan
+
+
+#: A node of the prefix tree: per child, ``(index of its alpha at this level, child)``; at the last
+#: level the child is the index of a leaf (a distinct row), else the child's own node.
+Node = tuple[tuple[int, Any], ...]
+
+
+class SweepPlan(NamedTuple):
+    """A prefix tree over distinct alpha rows, one level per slot in the forward pass.
+
+    Attributes:
+        alphas: per level, the distinct alpha values used there, as 0-d
+            tensors (the grid's dtype and device, as ``predict`` receives them).
+        root: the root :data:`Node` (the first routed slot's level); empty
+            when no seed is in the forward pass.
+        n_leaves: the number of distinct rows (leaves).
+    """
+
+    alphas: tuple[tuple[Tensor, ...], ...]
+    root: Node
+    n_leaves: int
+
+
 def _active_columns(model: Model) -> list[int]:
     return [model.index(sid) for sid in model.routed]
 
 
-def _plan(rows: list[tuple[float, ...]], device: torch.device, dtype: torch.dtype) -> tuple[SweepPlan, list[int]]:
-    """Build the prefix tree of ``rows``; returns the plan and each row's leaf index."""
-    levels = []
-    index: dict[tuple[float, ...], int] = {(): 0}
-    for depth in range(1, len(rows[0]) + 1 if rows else 1):
-        children: dict[tuple[float, ...], int] = {}
-        parents, alphas = [], []
-        for row in rows:
-            prefix = row[:depth]
-            if prefix not in children:
-                children[prefix] = len(children)
-                parents.append(index[prefix[:-1]])
-                alphas.append(prefix[-1])
-        branches = parents != list(range(len(index)))
-        levels.append(
-            (
-                torch.tensor(parents, dtype=torch.long, device=device),
-                torch.tensor(alphas, dtype=dtype, device=device),
-                branches,
-            )
-        )
-        index = children
-    return SweepPlan(tuple(levels)), [index[row] for row in rows]
+def _distinct_rows(model: Model, grid: Tensor) -> tuple[list[tuple[float, ...]], list[tuple[float, ...]]]:
+    """``(rows, distinct)``: each grid row on the routed columns, and the sorted distinct ones."""
+    columns = _active_columns(model)
+    rows: list[tuple[float, ...]] = [tuple(r) for r in grid[:, columns].tolist()] if columns else [()] * grid.shape[0]
+    return rows, sorted(set(rows))
 
 
-def _chunks(rows: list[tuple[float, ...]], order: list[int], batch: int, max_batch: int | None) -> Iterable[list[int]]:
-    """Split sorted distinct rows into chunks whose widest tree level has at most ``max_batch`` samples."""
-    if max_batch is None or not rows or not rows[0]:
-        yield order
-        return
-    limit = max(1, max_batch // batch)
-    chunk: list[int] = []
-    widths: list[set[tuple[float, ...]]] = [set() for _ in rows[0]]
-    for i in order:
-        row = rows[i]
-        grown = [len(w | {row[: d + 1]}) for d, w in enumerate(widths)]
-        if chunk and max(grown) > limit:
-            yield chunk
-            chunk, widths = [], [set() for _ in rows[0]]
-        chunk.append(i)
-        for d, w in enumerate(widths):
-            w.add(row[: d + 1])
-    if chunk:
-        yield chunk
+def sweep_plan(distinct: list[tuple[float, ...]], *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> SweepPlan:
+    """The prefix tree of ``distinct`` (sorted, distinct rows of equal length); leaf ``i`` is ``distinct[i]``."""
+    depth = len(distinct[0]) if distinct else 0
+    values: list[dict[float, int]] = [{} for _ in range(depth)]
+    for row in distinct:
+        for d, v in enumerate(row):
+            values[d].setdefault(v, len(values[d]))
+
+    def build(rows: list[tuple[int, tuple[float, ...]]], d: int) -> Node:
+        children: dict[float, list[tuple[int, tuple[float, ...]]]] = {}
+        for leaf, row in rows:
+            children.setdefault(row[d], []).append((leaf, row))
+        if d + 1 == depth:
+            return tuple((values[d][v], group[0][0]) for v, group in children.items())
+        return tuple((values[d][v], build(group, d + 1)) for v, group in children.items())
+
+    root: Node = build(list(enumerate(distinct)), 0) if depth else ()
+    alphas = tuple(
+        tuple(torch.tensor(list(level), dtype=dtype, device=device).unbind()) if level else ()
+        for level in values
+    )
+    return SweepPlan(alphas, root, max(1, len(distinct)))
+
+
+class SweepModule(nn.Module):
+    """The model's host and slots walked along a :class:`SweepPlan` (eval mode), for one ``functional_call``.
+
+    Shares the model module's submodules (the same tensor names), so the
+    model's flat parameter dict binds to it as is. ``forward(x, plan)``
+    returns the output of every leaf, in leaf order.
+    """
+
+    def __init__(self, host: nn.Module, slots: nn.ModuleDict, route: tuple[tuple[int, int, str, int], ...]) -> None:
+        super().__init__()
+        self.host = host
+        self.slots = slots
+        self.route = route
+
+    def forward(self, x: Tensor, plan: SweepPlan) -> list[Tensor]:
+        if not self.route:
+            return [self.host(x, 0, None)] * plan.n_leaves
+        outputs: list[Tensor | None] = [None] * plan.n_leaves
+        self._visit(x, 0, 0, plan.root, plan.alphas, outputs)
+        return cast(list[Tensor], outputs)
+
+    def _visit(
+        self, h: Tensor, start: int, depth: int, node: Node, alphas: tuple[tuple[Tensor, ...], ...], outputs: list[Tensor | None]
+    ) -> None:
+        _, surface, slot_id, stage = self.route[depth]
+        h = self.host(h, start, surface)
+        slot = cast(SlotModule, self.slots[slot_id])
+        features = seed_like_host(h, slot.features(h, stage))  # once per node: the seed does not depend on its own alpha
+        last = depth + 1 == len(self.route)
+        for value, child in node:
+            blended = slot.combine(h, features, alphas[depth][value], stage)
+            if last:
+                outputs[child] = self.host(blended, surface, None)
+            else:
+                self._visit(blended, surface, depth + 1, child, alphas, outputs)
+
+
+def _sweep_runner(model: Model) -> Skeleton:
+    """The per-thread :class:`SweepModule` skeleton of ``model`` (built once per model)."""
+    cache = model_cache(model)
+    runner = cache.get("sweep_runner")
+    if runner is None:
+        prototype = model.skeleton(train=False)
+        runner = cache["sweep_runner"] = Skeleton(SweepModule(prototype.host, prototype.slots, prototype.route))
+    return cast(Skeleton, runner)
+
+
+# --------------------------------------------------------------------------- sweep
 
 
 def sweep(
@@ -127,18 +205,19 @@ def sweep(
 ) -> Tensor:
     """Model outputs for every alpha row of ``grid``: ``[K, *predict_shape]``; pure.
 
-    Equal (to float rounding) to ``torch.stack([ef.predict(model, params,
-    buffers, row, x) for row in grid])``, computed as a prefix tree over the
-    rows (see the module docstring). Eval mode.
+    Equal to ``torch.stack([ef.predict(model, params, buffers, row, x) for
+    row in grid])`` (each output is computed by the same operations on the
+    same tensors), computed along a prefix tree over the rows (see the
+    module docstring). Eval mode.
 
     Args:
         model, params, buffers: as for :func:`esper_func.predict`.
         x: one input batch ``[B, ...]``.
         grid: alpha rows ``[K, n_slots]`` in ``model.slot_order``, values in
             ``[0, 1]`` (any values, not only 0/1), e.g. from :func:`alpha_grid`.
-        max_batch: bound on the samples (branches x ``B``) one host segment
-            processes at once; larger grids run in chunks of rows. ``None``:
-            no bound (the widest level holds every distinct row).
+        max_batch: bound on the samples one host segment processes at once;
+            a larger batch is swept in chunks of ``max_batch`` samples.
+            ``None``: no bound.
 
     Raises:
         ShapeError, DTypeError, InvalidArgumentError: a grid of the wrong width or rank,
@@ -149,30 +228,25 @@ def sweep(
     check_tree(model, params, buffers)
     if max_batch is not None and max_batch < 1:
         raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
-    columns = _active_columns(model)
-    rows = [tuple(r) for r in grid[:, columns].tolist()] if columns else [() for _ in range(grid.shape[0])]
-    distinct = sorted(set(rows))
-    position = {row: i for i, row in enumerate(distinct)}
-    batch = x.shape[0]
-    module = model._runners[0].get()  # type: ignore[attr-defined]
+    rows, distinct = _distinct_rows(model, grid)
+    plan = sweep_plan(distinct, dtype=grid.dtype, device=grid.device)
+    position = {row: i for i, row in enumerate(distinct or [()])}
+    module = _sweep_runner(model).get()
     flat = model.flatten(params, buffers["host"])
-    leaves: list[Tensor | None] = [None] * len(distinct)
-    for chunk in _chunks(distinct, list(range(len(distinct))), batch, max_batch):
-        chunk_rows = [distinct[i] for i in chunk]
-        plan, leaf_of = _plan(chunk_rows, x.device, grid.dtype)
-        out = functional_call(module, flat, (x,), {"plan": plan}, strict=False, tie_weights=False)
-        out = out.reshape((-1, batch, *out.shape[1:]))
-        for i, leaf in zip(chunk, leaf_of, strict=True):
-            leaves[i] = out[leaf]
-    return torch.stack([leaves[position[row]] for row in rows])  # type: ignore[misc]
+    if max_batch is None or x.shape[0] <= max_batch:
+        leaves = call_module(module, flat, (x, plan))
+    else:
+        chunks = [call_module(module, flat, (part, plan)) for part in x.split(max_batch)]
+        leaves = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+    return torch.stack([leaves[position[row]] for row in rows])
 
 
 def sweep_plan_stats(model: Model, grid: Tensor) -> list[int]:
-    """Branches per routed slot for ``grid`` (the batch multiplier of each host segment)."""
+    """Per routed slot, how many times its host segment and seed run in a sweep of ``grid`` (distinct prefixes)."""
     check_grid(model, grid)
-    columns = _active_columns(model)
-    rows = sorted({tuple(r) for r in grid[:, columns].tolist()})
-    return [len({row[: d + 1] for row in rows}) for d in range(len(columns))]
+    _, distinct = _distinct_rows(model, grid)
+    depth = len(distinct[0]) if distinct else 0
+    return [len({row[: d + 1] for row in distinct}) for d in range(depth)]
 
 
 @pytree_dataclass

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from esper_func.attribution import alpha_grid, coalition_grid
 from esper_func.blueprints import Registry
 from esper_func.controller import Controller, HeuristicConfig, Observation, SlotView, heuristic
 from esper_func.counterfactual import grid_sums
@@ -73,7 +74,7 @@ from esper_func.lifecycle.stages import SeedStage
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
 from esper_func.slot import Slot
-from esper_func.train import LocalReducer, LossFn, Reducer, TrainState, train_step
+from esper_func.train import LocalReducer, LossFn, Reducer, StepMetrics, TrainState, record_step_gradients, train_step
 
 __all__ = ["EpochRecord", "FitConfig", "FitResult", "LoopState", "fit", "event_to_dict", "run_epoch"]
 
@@ -169,18 +170,13 @@ def _device_of(state: TrainState) -> torch.device:
 
 
 def _validation_grid(model: Model, states: Mapping[str, SeedState], device: torch.device) -> tuple[Tensor, list[str]]:
-    """Row 0: the real alphas; then one row per blended seed with its alpha set to 0."""
-    alphas = alphas_of(model, states, device=device)
-    rows = [alphas]
-    contributors = []
-    for slot_id in model.routed:
-        index = model.index(slot_id)
-        if float(alphas[index]) > 0.0:
-            row = alphas.clone()
-            row[index] = 0.0
-            rows.append(row)
-            contributors.append(slot_id)
-    return torch.stack(rows), contributors
+    """Row 0: the real alphas; then one row per blended seed with its alpha set to 0 (the ablation rows)."""
+    alphas = alphas_of(model, states)
+    contributors = [sid for sid in model.routed if float(alphas[model.index(sid)]) > 0.0]
+    n = len(contributors)
+    coalitions = alpha_grid("ablation", n)[: n + 1] if n else torch.ones(1, 0)
+    grid = coalition_grid(alphas, [model.index(sid) for sid in contributors], coalitions)
+    return grid.to(device), contributors
 
 
 def _validate(
@@ -267,16 +263,24 @@ def _train(
     """Phase 1: one pass over the training data; ``(state, train_loss, train_accuracy)``."""
     order = batch_indices(data.x_train.shape[0], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
                           rank=rank, world_size=world_size, drop_last=world_size > 1)
-    losses, accuracies = [], []
+    losses: list[Tensor] = []
+    accuracies: list[Tensor] = []
+    metrics: StepMetrics | None = None
     for done, indices in enumerate(order, start=1):
         batch = (data.x_train[indices], data.y_train[indices])
         state, metrics = train_step(model, state, batch, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer)
-        losses.append(metrics.loss)
+        losses.append(metrics.loss)  # tensors: no host sync per step
         accuracies.append(metrics.accuracy)
         if on_step is not None:
             on_step(done, len(order))
-    train_loss = sum(losses) / max(1, len(losses))
-    train_accuracy = sum(accuracies) / max(1, len(accuracies))
+    train_loss, train_accuracy = 0.0, 0.0
+    if losses:  # one read-back per epoch
+        train_loss, train_accuracy = torch.stack(
+            [torch.stack(losses).double().mean(), torch.stack(accuracies).double().mean()]
+        ).tolist()
+    if metrics is not None and math.isfinite(train_loss):
+        # As esper-lite's loop: the last batch's gradient telemetry, materialised once per epoch.
+        state = dataclasses.replace(state, seeds=record_step_gradients(state.seeds, metrics))
     return state, train_loss, train_accuracy
 
 

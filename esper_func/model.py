@@ -25,7 +25,7 @@ import copy
 import dataclasses
 from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +63,6 @@ from esper_func.slot import (
 __all__ = [
     "Model",
     "ModelModule",
-    "SweepPlan",
     "Params",
     "Buffers",
     "build_model",
@@ -89,7 +88,8 @@ class ModelModule(nn.Module):
 
     Tensor names are ``host.<name>`` and ``slots.<slot_id>.seed.<name>`` /
     ``slots.<slot_id>.gate.<name>``. ``forward(x, alphas)`` takes alphas
-    already validated (``[n_slots]`` or ``[B, n_slots]``).
+    already validated (``[n_slots]`` or ``[B, n_slots]``). ``route`` holds,
+    per slot in the forward pass, ``(alpha index, surface, slot id, stage)``.
     """
 
     def __init__(self, host: nn.Module, slots: Mapping[str, nn.Module], route: tuple[tuple[int, int, str, int], ...]) -> None:
@@ -98,71 +98,36 @@ class ModelModule(nn.Module):
         self.slots = nn.ModuleDict(dict(slots))
         self.route = route
 
-    def forward(
-        self, x: Tensor, alphas: Tensor | None = None, plan: SweepPlan | None = None, rng: torch.Generator | None = None
-    ) -> Tensor:
-        """The model's output for ``alphas``; or, given a ``plan``, the leaves of a sweep.
-
-        ``rng`` drives the host's dropout in training mode (see :func:`apply`).
-        """
-        if plan is not None:
-            return self._sweep(x, plan)
-        assert alphas is not None
+    def forward(self, x: Tensor, alphas: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """The model's output for ``alphas``; ``rng`` drives the host's dropout in training mode (see :func:`apply`)."""
         h, start = x, 0
         for index, surface, slot_id, stage in self.route:
             h = self.host(h, start, surface, rng=rng)
             alpha = alphas[..., index]
             if alpha.ndim == 1:
                 alpha = alpha.reshape((h.shape[0],) + (1,) * (h.ndim - 1))
-            h = self.slots[slot_id](h, alpha, stage)
+            slot = cast(SlotModule, self.slots[slot_id])
+            h = slot.combine(h, seed_like_host(h, slot.features(h, stage)), alpha, stage)
             start = surface
         return self.host(h, start, None, rng=rng)
 
-    def _sweep(self, x: Tensor, plan: SweepPlan) -> Tensor:
-        """Run a prefix tree of alpha settings, folding branches into the batch axis.
 
-        ``h`` holds one block of ``B`` samples per branch. At each slot the seed
-        runs once per parent branch; each child branch gathers its parent's
-        host and seed features and blends them at the child's own alpha.
-        Returns ``[n_leaves * B, ...]``.
-        """
-        batch = x.shape[0]
-        h, start = x, 0
-        for (_, surface, slot_id, stage), (parents, alphas, branches) in zip(self.route, plan.levels, strict=True):
-            h = self.host(h, start, surface)
-            slot = cast(SlotModule, self.slots[slot_id])
-            features = slot.features(h, stage)
-            if branches:  # some parent has several children: copy parents into their child branches
-                gather = _branch_gather(parents, batch)
-                h = h.index_select(0, gather)
-                features = SeedFeatures(
-                    # Only MULTIPLY reads seed_input after the seed has run.
-                    features.seed_input.index_select(0, gather) if slot.algorithm == AlphaAlgorithm.MULTIPLY else h,
-                    features.seed_out.index_select(0, gather),
-                    None if features.gate is None else features.gate.index_select(0, gather),
-                )
-            alpha = alphas.to(h.dtype).repeat_interleave(batch)
-            h = slot.combine(h, features, alpha.reshape((-1,) + (1,) * (h.ndim - 1)), stage)
-            start = surface
-        return self.host(h, start, None)
+def seed_like_host(h: Tensor, features: SeedFeatures) -> SeedFeatures:
+    """``features`` with the seed's output in ``h``'s memory format (channels_last hosts).
 
-
-def _branch_gather(parents: Tensor, batch: int) -> Tensor:
-    """Sample indices that copy parent branch ``parents[c]`` into child branch ``c``."""
-    offsets = torch.arange(batch, device=parents.device)
-    return (parents.unsqueeze(1) * batch + offsets).reshape(-1)
-
-
-class SweepPlan(NamedTuple):
-    """A prefix tree over alpha rows, one level per routed slot.
-
-    ``levels[i] = (parents, alphas, branches)``: child branch ``c`` at level
-    ``i`` continues parent branch ``parents[c]`` of level ``i - 1`` (the root
-    is branch 0) with alpha ``alphas[c]`` at that slot; ``branches`` is
-    ``False`` when every parent has exactly one child, in order (no copy needed).
+    A seed reads a contiguous copy of channels_last features (as esper-lite
+    feeds it), so its output is contiguous while the host's is channels_last,
+    and the blend of the two would run elementwise over mismatched strides
+    (forward and backward). One copy into the host's layout makes the blend a
+    straight vectorised pass and hands the next host segment the layout it
+    wants. The values are the same, to the rounding of the blend.
     """
-
-    levels: tuple[tuple[Tensor, Tensor, bool], ...]
+    out = features.seed_out
+    if h.ndim != 4 or out.shape != h.shape or torch._C._functorch.is_batchedtensor(h):
+        return features  # (vmap cannot query channels_last contiguity)
+    if not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        return features._replace(seed_out=out.contiguous(memory_format=torch.channels_last))
+    return features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +266,15 @@ class Model:
     def host_skeleton(self, *, train: bool = False) -> nn.Module:
         """The host module on the ``meta`` device (eval- or train-mode prototype)."""
         return self._runners[int(train)].prototype.host  # type: ignore[attr-defined]
+
+    def skeleton(self, *, train: bool = False) -> ModelModule:
+        """The whole model as a ``meta``-device :class:`ModelModule` prototype (eval or train mode).
+
+        A shared prototype: never call it directly; run a per-thread copy
+        (:class:`~esper_func._skeleton.Skeleton`) with :func:`call_module`.
+        Its submodules may be wrapped by other runners (the sweep's).
+        """
+        return cast(ModelModule, self._runners[int(train)].prototype)  # type: ignore[attr-defined]
 
     @property
     def host_shapes(self) -> tuple[Mapping[str, tuple[int, ...]], Mapping[str, tuple[int, ...]]]:
@@ -489,10 +463,66 @@ def _forward(
     # ``flat`` has exactly the skeleton's tensor names by construction (they are
     # read off the skeleton itself, and check_tree validated every name and
     # shape), and the skeleton holds only meta tensors, so nothing can silently
-    # fall back to module state. strict=True would only re-walk the module tree
-    # on every call (about 1 ms for a 6-layer transformer).
-    kwargs = None if rng is None else {"rng": rng}
-    return functional_call(module, flat, (x, alphas), kwargs, strict=False, tie_weights=False)
+    # fall back to module state.
+    return call_module(module, flat, (x, alphas), None if rng is None else {"rng": rng})
+
+
+def call_module(module: nn.Module, tensors: Mapping[str, Tensor], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> Any:
+    """``functional_call(module, tensors, args, kwargs, strict=False, tie_weights=False)``, with less overhead.
+
+    ``module`` is a calling thread's private skeleton copy (see
+    :class:`~esper_func._skeleton.Skeleton`) and ``tensors`` names exactly
+    its parameters and buffers. Eagerly the tensors are bound straight into
+    the submodules' parameter and buffer tables (the lookups are computed
+    once per module object) and the meta tensors put back afterwards, which
+    is what ``functional_call`` does without re-resolving every dotted name on
+    every call; under ``torch.compile`` it is ``functional_call`` itself,
+    which Dynamo traces natively.
+    """
+    if torch.compiler.is_compiling():
+        return functional_call(module, dict(tensors), args, dict(kwargs or {}), strict=False, tie_weights=False)
+    slots = _binding_slots(module, tensors)
+    originals = [table[name] for table, name, _ in slots]
+    try:
+        for table, name, key in slots:
+            table[name] = tensors[key]
+        return module(*args, **(kwargs or {}))
+    finally:
+        for (table, name, _), original in zip(slots, originals, strict=True):
+            table[name] = original
+
+
+def _binding_slots(module: nn.Module, tensors: Mapping[str, Tensor]) -> list[tuple[dict[str, Any], str, str]]:
+    """``(submodule._parameters or ._buffers, attribute, key)`` for every key of ``tensors`` (memoised per module and key set)."""
+    owner_and_memo = module.__dict__.get("_esper_binding")
+    if owner_and_memo is None or owner_and_memo[0] != id(module):  # a deep copy carries its original's memo
+        owner_and_memo = (id(module), {})
+        object.__setattr__(module, "_esper_binding", owner_and_memo)
+    memo: dict[frozenset[str], list[tuple[dict[str, Any], str, str]]] = owner_and_memo[1]
+    keys = frozenset(tensors)
+    slots = memo.get(keys)
+    if slots is None:
+        slots = []
+        for key in tensors:
+            owner_name, _, name = key.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            if name in owner._parameters:
+                slots.append((owner._parameters, name, key))
+            elif name in owner._buffers:
+                slots.append((owner._buffers, name, key))
+            else:
+                raise ParamsMismatchError(f"{key!r} is neither a parameter nor a buffer of the model's modules")
+        memo[keys] = slots
+    return slots
+
+
+def model_cache(model: Model) -> dict[str, Any]:
+    """A per-model dict for derived, read-only values (layouts, sweep runners); not part of equality or pickling."""
+    cache: dict[str, Any] | None = model.__dict__.get("_cache")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_cache", cache)
+    return cache
 
 
 # --------------------------------------------------------------------------- structure changes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
 import pytest
@@ -205,3 +206,74 @@ def test_bad_grids_raise_clear_errors():
         ef.sweep(model, params, buffers, x, torch.zeros(1, n), max_batch=0)
     with pytest.raises(InvalidArgumentError, match="at least one batch"):
         ef.evaluate(model, params, buffers, [], torch.zeros(1, n), loss_fn=F.cross_entropy)
+
+
+# --------------------------------------------------------------------------- the plan, the runner and the grid builder
+
+
+@pytest.mark.parametrize("host", [CNN, TFM], ids=["cnn", "transformer"])
+def test_sweep_outputs_are_bitwise_the_predict_outputs(host):
+    """Each row is computed by the same operations on the same tensors as ``predict`` for that row."""
+    slot_ids = host.slot_ids[:3]
+    names = {"cnn": "conv_light", "transformer": "lora"}
+    seeds = tuple((sid, names[host.topology], A.ADD, S.BLENDING) for sid in slot_ids)
+    model, params, buffers = make(host, seeds)
+    grid = ef.alpha_grid("full_factorial", model.n_slots)[:: max(1, 2 ** (model.n_slots - 3))]
+    x = inputs(host, batch=4)
+    with torch.no_grad():
+        got = ef.sweep(model, params, buffers, x, grid)
+        want = stacked_predict(model, params, buffers, x, grid)
+    assert torch.equal(got, want)
+
+
+def test_the_plan_is_a_prefix_tree_over_distinct_rows():
+    from esper_func.counterfactual import SweepPlan, sweep_plan
+
+    rows = sorted({(0.0, 0.0), (0.0, 1.0), (1.0, 0.5), (1.0, 1.0)})
+    plan = sweep_plan(rows)
+    assert isinstance(plan, SweepPlan) and plan.n_leaves == 4
+    assert [[float(a) for a in level] for level in plan.alphas] == [[0.0, 1.0], [0.0, 1.0, 0.5]]
+    # root: alpha 0 -> leaves 0 (0, 0) and 1 (0, 1); alpha 1 -> leaves 2 (1, 0.5) and 3 (1, 1)
+    assert plan.root == ((0, ((0, 0), (1, 1))), (1, ((2, 2), (1, 3))))
+    assert sweep_plan([()]).root == ()
+    assert not hasattr(ef.model, "SweepPlan")  # the sweep has one home
+
+
+def test_coalition_grid_keeps_the_real_alphas_of_players_that_are_on():
+    from esper_func.attribution import coalition_grid
+
+    base = torch.tensor([0.5, 0.0, 0.8, 1.0])
+    coalitions = ef.alpha_grid("full_factorial", 2)
+    grid = coalition_grid(base, [0, 2], coalitions)
+    expected = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.5, 0.0, 0.0, 1.0], [0.0, 0.0, 0.8, 1.0], [0.5, 0.0, 0.8, 1.0]])
+    assert torch.equal(grid, expected)
+    assert torch.equal(base, torch.tensor([0.5, 0.0, 0.8, 1.0]))  # pure
+    ablation = coalition_grid(base, [0, 2, 3], ef.alpha_grid("ablation", 3))
+    assert torch.equal(ablation[0], base) and torch.equal(ablation[-1], torch.tensor([0.0, 0.0, 0.0, 0.0]))
+    assert torch.equal(ablation[2], torch.tensor([0.5, 0.0, 0.0, 1.0]))  # player 1 (column 2) off
+    assert coalition_grid(base, [], torch.ones(3, 0)).shape == (3, 4)
+    with pytest.raises(ValueError, match="distinct"):
+        coalition_grid(base, [0, 0], torch.ones(1, 2))
+    with pytest.raises(ShapeError):
+        coalition_grid(base, [0, 1], torch.ones(1, 3))
+    with pytest.raises(ValueError, match="0 \\(off\\) and 1"):
+        coalition_grid(base, [0], torch.full((1, 1), 0.5))
+    with pytest.raises(DTypeError):
+        coalition_grid(torch.ones(2, 2), [0], torch.ones(1, 1))
+
+
+def test_the_validation_grid_is_the_real_alphas_then_each_blended_seed_off():
+    from esper_func.fit import _validation_grid
+
+    seeds = (("r0c0", "norm", A.ADD, S.BLENDING), ("r0c1", "norm", A.ADD, S.BLENDING), ("r0c2", "norm", A.ADD, S.TRAINING))
+    model, _, _ = make(CNN, seeds)
+    states = {sid: dataclasses.replace(ef.germinate(sid, "norm"), stage=stage, alpha_controller=ef.AlphaController(alpha=alpha))
+              for (sid, _, _, stage), alpha in zip(seeds, (0.5, 0.25, 0.0), strict=True)}
+    grid, contributors = _validation_grid(model, states, torch.device("cpu"))
+    base = ef.alphas_of(model, states)
+    assert contributors == ["r0c0", "r0c1"]  # r0c2 is at alpha 0: nothing to remove
+    assert torch.equal(grid[0], base)
+    for row, sid in zip(grid[1:], contributors, strict=True):
+        expected = base.clone()
+        expected[model.index(sid)] = 0.0
+        assert torch.equal(row, expected)
