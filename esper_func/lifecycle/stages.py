@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
+
+from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology
 
 __all__ = [
     "SeedStage",
-    "Topology",
+    "Topology",  # re-exported from esper_func.hosts
     "TOPOLOGIES",
     "VALID_TRANSITIONS",
     "ACTIVE_STAGES",
@@ -33,8 +35,9 @@ __all__ = [
     "is_terminal_stage",
 ]
 
-Topology = Literal["cnn", "transformer"]
-TOPOLOGIES: Final[tuple[str, ...]] = ("cnn", "transformer")
+#: The built-in topology names (``"cnn"``, ``"transformer"``); a topology of your own is a
+#: :class:`~esper_func.Topology` value and needs no entry here.
+TOPOLOGIES: Final[tuple[str, ...]] = tuple(BUILTIN_TOPOLOGIES)
 
 
 class SeedStage(IntEnum):

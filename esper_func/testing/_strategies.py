@@ -29,6 +29,7 @@ from esper_func import (
     CNNHost,
     GateLevel,
     Gates,
+    HostProtocolError,
     InvalidArgumentError,
     InvalidTypeError,
     Model,
@@ -46,6 +47,7 @@ from esper_func import (
 )
 from esper_func._validate import check_int
 from esper_func.attribution import MAX_FULL_FACTORIAL_N
+from esper_func.hosts import check_host
 from esper_func.lifecycle.measure import MAX_GRADIENT_RATIO
 from esper_func.lifecycle.stages import FAILURE_STAGES, SEEDLESS_STAGES, TOPOLOGIES
 from esper_func.lifecycle.state import AUTO_PRUNE_REASONS
@@ -83,8 +85,8 @@ __all__ = [
 ]
 
 S = SeedStage
-#: A host spec: the built-in ones, or any object with their ``topology``, ``slot_ids``,
-#: ``slot_channels`` and ``example_input`` (what the strategies use).
+#: A host spec: the built-in ones, or any :class:`~esper_func.Host` (the strategies use its
+#: ``topology``, ``slot_ids``, ``slot_channels`` and ``example_input``).
 Host = Any
 
 #: Every stage a lifecycle state can be in, simplest (shortest history) first. UNKNOWN is never reached.
@@ -696,9 +698,11 @@ def hosts(*, topology: str | None = None) -> st.SearchStrategy[Host]:
 
 
 def _is_host(value: Any) -> bool:
-    return getattr(value, "topology", None) in TOPOLOGIES and all(
-        hasattr(value, name) for name in ("slot_ids", "slot_channels", "example_input")
-    )
+    try:
+        check_host(value)
+    except HostProtocolError:
+        return False
+    return True
 
 
 @st.composite
