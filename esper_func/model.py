@@ -672,7 +672,7 @@ def model_to_dict(model: Model) -> dict[str, Any]:
             continue
         slots.append(
             {
-                "topology": slot.topology,
+                "topology": slot.topology.name,
                 "blueprint": slot.blueprint_id,
                 "channels": slot.channels,
                 "algorithm": int(slot.algorithm),

@@ -555,7 +555,7 @@ def check_host_module(host: object, module: nn.Module) -> None:
     if missing:
         raise _protocol_error(
             host,
-            f"its module's forward{inspect.signature(module.forward)} has no parameter(s) {missing}; the "
+            f"its module's forward({', '.join(parameters)}) has no parameter(s) {missing}; the "
             "host forward contract is forward(x, start=0, stop=None, rng=None)",
         )
 
