@@ -43,6 +43,7 @@ from torch.func import grad
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func._skeleton import Skeleton
 from esper_func.attribution import alpha_grid, coalition_grid
+from esper_func.batching import IGNORE_INDEX
 from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
 from esper_func.model import (
     Buffers,
@@ -300,13 +301,21 @@ def grid_sums(
 
     ``loss_sum[k]`` is ``loss_fn``'s mean loss for row ``k`` times the
     number of samples (tokens) ``count``; ``correct[k]`` counts argmax hits.
+    Targets equal to :data:`~esper_func.data.IGNORE_INDEX` (the padding of
+    a last, short token window) are left out of ``count``, as cross-entropy
+    leaves them out of its mean; a batch of padding only gives zeros.
     Both are float64, on the device of the model's output, so a caller can
     add batches up and all-reduce the sums before dividing.
     """
     out = sweep(model, params, buffers, x, grid, max_batch=max_batch)
     k = grid.shape[0]
     tokens = [flatten_tokens(out[i], y) for i in range(k)]
-    count = tokens[0][1].shape[0]
+    targets_flat = tokens[0][1]
+    # Padded targets (IGNORE_INDEX, which cross-entropy skips in its mean) are not counted.
+    count = int((targets_flat != IGNORE_INDEX).sum()) if not targets_flat.is_floating_point() else targets_flat.shape[0]
+    if count == 0:
+        zeros = torch.zeros(k, dtype=torch.float64, device=out.device)
+        return zeros, zeros.clone(), 0
     loss_sum = torch.stack([loss_fn(logits, targets).double() for logits, targets in tokens]) * count
     correct = torch.stack([(logits.argmax(dim=-1) == targets).sum() for logits, targets in tokens]).double()
     return loss_sum, correct, count
