@@ -362,3 +362,18 @@ def test_any_record_round_trips_through_strict_json(record):
 def test_events_round_trip(data, epoch):
     event = data.draw(st.sampled_from([e for r in in_memory().history for e in r.events]))
     assert event_from_dict(json.loads(json.dumps(event_to_dict(event, epoch)))) == (event, epoch)
+
+
+def test_run_checkpoints_keep_the_rollback_count_and_the_pending_snapshot(tmp_path: Path):
+    result = in_memory()
+    loop = dataclasses.replace(result.loop, consecutive_rollbacks=2, fossilized_since_snapshot=True)
+    path = save_run(tmp_path, result.model, result.state, loop)
+    _, _, back = load_run(tmp_path, registry=ef.default_registry()).restore(None)
+    assert (back.consecutive_rollbacks, back.fossilized_since_snapshot) == (2, True)
+    tensors, meta = ef.checkpoint.load_checkpoint(path)
+    for key in ("consecutive_rollbacks", "fossilized_since_snapshot"):  # a checkpoint written before they were kept
+        del meta["loop"][key]
+    ef.checkpoint.save_checkpoint(tmp_path / "older", tensors=tensors, meta=meta)
+    _, _, older = load_run(tmp_path / "older", registry=ef.default_registry()).restore(None)
+    assert (older.consecutive_rollbacks, older.fossilized_since_snapshot) == (0, False)
+    assert older.records == result.history
