@@ -68,7 +68,10 @@ from esper_func.lifecycle.gates import check_gate as check_gate
 
 # Hosts
 from esper_func.hosts import CNNHost as CNNHost
+from esper_func.hosts import HostConfigError as HostConfigError
+from esper_func.hosts import SegmentRangeError as SegmentRangeError
 from esper_func.hosts import TransformerHost as TransformerHost
+from esper_func.hosts import UnknownSlotError as UnknownSlotError
 
 # Interop with esper-lite checkpoints
 from esper_func.interop import from_esper_lite as from_esper_lite

@@ -44,7 +44,17 @@ from esper_func._pytree import pytree_dataclass, static_field
 from esper_func._skeleton import Skeleton
 from esper_func.attribution import alpha_grid, coalition_grid
 from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
-from esper_func.model import Buffers, Model, Params, call_module, check_tree, model_cache, predict, seed_like_host
+from esper_func.model import (
+    Buffers,
+    Model,
+    Params,
+    call_module,
+    check_input,
+    check_tree,
+    model_cache,
+    predict,
+    seed_like_host,
+)
 from esper_func.slot import SlotModule
 
 __all__ = [
@@ -224,9 +234,10 @@ def sweep(
         an empty grid, NaN or values outside ``[0, 1]``; and everything
         :func:`esper_func.predict` raises.
     """
+    check_input(model, params, x)
     check_grid(model, grid)
     check_tree(model, params, buffers)
-    if max_batch is not None and max_batch < 1:
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
     rows, distinct = _distinct_rows(model, grid)
     plan = sweep_plan(distinct, dtype=grid.dtype, device=grid.device)

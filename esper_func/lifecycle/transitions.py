@@ -260,8 +260,9 @@ def germinate(
             ``None`` means 1.
         topology: ``"cnn"`` or ``"transformer"`` (decides gradient isolation
             from BLENDING on).
-        seed_params, host_params: trainable parameter counts, used to
+        seed_params: the seed's trainable parameter count, used to
             normalise the gradient ratio of gate G2 (0 = unknown).
+        host_params: the host's trainable parameter count (likewise).
 
     Use :func:`germinated_event` for the matching ``SeedGerminated`` event.
 
