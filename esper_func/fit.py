@@ -195,8 +195,9 @@ class FitResult:
 def _check_source(name: str, source: Any) -> Batches:
     """``source`` if it can be a batch source; a clear error for the usual mistakes."""
     if isinstance(source, Tensor) or isinstance(source, (str, bytes)) or not isinstance(source, Iterable):
+        what = "an esper_func.data.Dataset or " if name == "data" else ""
         raise InvalidTypeError(
-            f"{name} must be an esper_func.data.Dataset or a re-iterable of (inputs, targets) batches "
+            f"{name} must be {what}a re-iterable of (inputs, targets) batches "
             f"(a list, a DataLoader, ef.data.TensorBatches / TokenBatches); got {describe(source)}"
         )
     if isinstance(source, (tuple, list)) and source and all(isinstance(t, Tensor) for t in source):

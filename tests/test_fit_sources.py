@@ -238,6 +238,7 @@ def test_bad_sources_and_batches_raise_clear_errors():
         (lambda: one_epoch([(x, [1, 2])], val=val), ef.InvalidTypeError, "pair of tensors"),
         (lambda: one_epoch(iter([(x, y)]), val=val), ef.InvalidTypeError, "one-shot iterator"),
         (lambda: one_epoch(42, val=val), ef.InvalidTypeError, "re-iterable"),
+        (lambda: one_epoch(data, val=data), ef.InvalidTypeError, "val must be a re-iterable"),
         (lambda: one_epoch([(x, y[:, None])], val=val), ef.ShapeError, "targets \\[B\\]"),
         (lambda: one_epoch([(x, y.float())], val=val), ef.DTypeError, "integer"),
         (lambda: one_epoch([(x, y)], val=[(data.x_val, data.y_val[:3])]), ef.ShapeError, "validation batch 0"),
