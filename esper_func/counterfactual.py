@@ -222,7 +222,9 @@ def sweep(
     module docstring). Eval mode.
 
     Args:
-        model, params, buffers: as for :func:`esper_func.predict`.
+        model: the model, as for :func:`esper_func.predict`.
+        params: its parameters.
+        buffers: its buffers.
         x: one input batch ``[B, ...]``.
         grid: alpha rows ``[K, n_slots]`` in ``model.slot_order``, values in
             ``[0, 1]`` (any values, not only 0/1), e.g. from :func:`alpha_grid`.
@@ -231,9 +233,11 @@ def sweep(
             ``None``: no bound.
 
     Raises:
-        ShapeError, DTypeError, InvalidArgumentError: a grid of the wrong width or rank,
-        an empty grid, NaN or values outside ``[0, 1]``; and everything
-        :func:`esper_func.predict` raises.
+        ShapeError: a grid of the wrong width or rank, or an empty grid.
+        DTypeError: a grid that is not a floating-point tensor.
+        InvalidArgumentError: NaN or values outside ``[0, 1]`` in the grid, or
+            a ``max_batch`` below 1; and everything :func:`esper_func.predict`
+            raises.
     """
     check_input(model, params, x)
     check_grid(model, grid)

@@ -29,11 +29,6 @@ NAMESPACE_PLACEHOLDER = "<!-- esper_func namespace -->"
 #: ``(file, text)``: a griffe warning about ``file`` whose message contains ``text`` is expected.
 #: Each entry names a docstring to fix in the source; then delete the entry.
 KNOWN_DOCSTRING_WARNINGS: tuple[tuple[str, str], ...] = (
-    # sweep(): "model, params, buffers:" documents three parameters on one line; Google style wants one each.
-    ("esper_func/counterfactual.py", "'model, params, buffers'"),
-    # sweep(), Raises: the two continuation lines of the ShapeError/DTypeError/InvalidArgumentError
-    # entry are not indented, so they are dropped from the rendered entry.
-    ("esper_func/counterfactual.py", "Failed to get 'exception: description' pair from"),
     # to_state_dict(): "model, params, buffers:" on one line.
     ("esper_func/interop.py", "'model, params, buffers'"),
     # build_model(): "device, dtype:" on one line.
