@@ -76,7 +76,7 @@ def blending_pair(
         model, params = ef.add_seed(model, params, sid, registry, blueprint, generator=torch.Generator().manual_seed(k + 1))
         state = ef.germinate(sid, blueprint, topology=host.topology)
         state, _, _ = ef.advance(state, ef.Gates(permissive=True, min_blending_epochs=0), ef.SeedStage.TRAINING)
-        seeds[sid] = dataclasses.replace(state, stage=ef.SeedStage.BLENDING, alpha=alpha)
+        seeds[sid] = dataclasses.replace(state, stage=ef.SeedStage.BLENDING, alpha_controller=ef.AlphaController(alpha=alpha))
     model, params = ef.set_stages(model, params, seeds)
     g = torch.Generator().manual_seed(7)
     params = {

@@ -86,7 +86,7 @@ def check_compiled(device: torch.device) -> None:
     g = torch.Generator().manual_seed(1)
     compiled_once = None
     for i in range(4):
-        seeds = {sid: dataclasses.replace(s, alpha=0.2 + 0.15 * i) for sid, s in state.seeds.items()}
+        seeds = {sid: dataclasses.replace(s, alpha_controller=ef.AlphaController(alpha=0.2 + 0.15 * i)) for sid, s in state.seeds.items()}
         box["opt"] = ef.optim.sgd(0.01 / (i + 1), momentum=table.MOMENTUM, weight_decay=table.WEIGHT_DECAY)
         batch = (torch.randn(x.shape, generator=g).to(device), y.to(device))
         state, m_c = step(dataclasses.replace(state, seeds=seeds), batch)

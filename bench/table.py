@@ -134,7 +134,7 @@ def build(host: ef.CNNHost | ef.TransformerHost, slot_ids: list[str], blueprint:
         model, params = ef.add_seed(model, params, sid, registry, blueprint, generator=torch.Generator().manual_seed(k + 1))
         state = ef.germinate(sid, blueprint, topology=host.topology)
         state, _, _ = ef.advance(state, ef.Gates(permissive=True, min_blending_epochs=0), ef.SeedStage.TRAINING)
-        seeds[sid] = dataclasses.replace(state, stage=ef.SeedStage.BLENDING, alpha=0.3)
+        seeds[sid] = dataclasses.replace(state, stage=ef.SeedStage.BLENDING, alpha_controller=ef.AlphaController(alpha=0.3))
     model, params = ef.set_stages(model, params, seeds)
     g = torch.Generator().manual_seed(7)
     params = {

@@ -127,6 +127,11 @@ from esper_func.model import predict as predict
 from esper_func.model import remove_seed as remove_seed
 from esper_func.model import set_stages as set_stages
 
+# Epoch records (what each epoch of esper_func.fit reports)
+from esper_func.records import ActionRecord as ActionRecord
+from esper_func.records import EpochRecord as EpochRecord
+from esper_func.records import SlotRecord as SlotRecord
+
 # Training (a pure step; torch.compile it as is)
 from esper_func.train import StepMetrics as StepMetrics
 from esper_func.train import TrainState as TrainState

@@ -79,7 +79,7 @@ from torch import Tensor
 
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func._rng import DEFAULT_SEED
-from esper_func.errors import DTypeError, ShapeError
+from esper_func.errors import DTypeError, InvalidArgumentError, InvalidTypeError, ShapeError
 
 __all__ = [
     "STRATEGIES",
@@ -160,7 +160,7 @@ class CoalitionValues:
             first = int(missing[0])
             row = [(first >> j) & 1 for j in range(self.n)]
             n_missing = int(torch.unique(missing).numel())
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the grid has no row for coalition {row} (bitmask {first}); "
                 f"{n_missing} needed coalition(s) are missing from the "
                 f"{self.masks.shape[0]} the grid holds"
@@ -209,11 +209,11 @@ class InteractionResult:
 
 def _check_n(n: object, *, limit: int = MAX_PLAYERS) -> int:
     if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int (the number of players); got {type(n).__name__}")
+        raise InvalidTypeError(f"n must be an int (the number of players); got {type(n).__name__}")
     if n < 1:
-        raise ValueError(f"n must be >= 1; got {n}")
+        raise InvalidArgumentError(f"n must be >= 1; got {n}")
     if n > limit:
-        raise ValueError(f"n must be <= {limit} (coalitions are int64 bitmasks); got {n}")
+        raise InvalidArgumentError(f"n must be <= {limit} (coalitions are int64 bitmasks); got {n}")
     return n
 
 
@@ -224,14 +224,14 @@ def _generator(seed: int | torch.Generator | None) -> torch.Generator:
         gen.manual_seed(DEFAULT_SEED)
     elif isinstance(seed, torch.Generator):
         if seed.device.type != "cpu":
-            raise ValueError(f"seed generator must be a CPU generator; got device {seed.device}")
+            raise InvalidArgumentError(f"seed generator must be a CPU generator; got device {seed.device}")
         gen.set_state(seed.get_state())  # a copy: the caller's generator is not advanced
     elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(
+        raise InvalidTypeError(
             f"seed must be an int, a torch.Generator or None; got {type(seed).__name__}"
         )
     elif not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64); got {seed}")
+        raise InvalidArgumentError(f"seed must be in [0, 2**64); got {seed}")
     else:
         gen.manual_seed(seed)
     return gen
@@ -241,9 +241,9 @@ def _check_samples(samples: object) -> int:
     if samples is None:
         return DEFAULT_SHAPLEY_SAMPLES
     if isinstance(samples, bool) or not isinstance(samples, int):
-        raise TypeError(f"samples must be an int; got {type(samples).__name__}")
+        raise InvalidTypeError(f"samples must be an int; got {type(samples).__name__}")
     if samples < 2 or samples % 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             "samples is the number of permutations, drawn in antithetic pairs "
             f"(an order and its reverse), so it must be even and >= 2; got {samples}"
         )
@@ -348,21 +348,21 @@ def alpha_grid(
         TypeError: ``n``, ``seed`` or ``samples`` of the wrong type.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown grid strategy {strategy!r}; expected one of "
             f"{', '.join(map(repr, STRATEGIES))}"
         )
     if strategy != "shapley":
         if samples is not None:
-            raise ValueError(f"samples only applies to strategy 'shapley', not {strategy!r}")
+            raise InvalidArgumentError(f"samples only applies to strategy 'shapley', not {strategy!r}")
         if return_permutations:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"return_permutations only applies to strategy 'shapley', not {strategy!r}"
             )
     if strategy == "full_factorial":
         n = _check_n(n)
         if n > MAX_FULL_FACTORIAL_N:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"a full factorial over n={n} players has 2**{n} = {1 << n} rows; "
                 f"the limit is n <= {MAX_FULL_FACTORIAL_N}. Use strategy 'shapley' "
                 "(sampled permutations) for this many players"
@@ -400,11 +400,11 @@ def coalition_grid(base: Tensor, players: Sequence[int], coalitions: Tensor) -> 
         raise DTypeError(f"base must be a 1-D floating-point tensor of alphas; got {_describe(base)}")
     players = [int(p) for p in players]
     if len(set(players)) != len(players) or any(not 0 <= p < base.shape[0] for p in players):
-        raise ValueError(f"players must be distinct column indices in [0, {base.shape[0]}); got {players}")
+        raise InvalidArgumentError(f"players must be distinct column indices in [0, {base.shape[0]}); got {players}")
     if not isinstance(coalitions, Tensor) or coalitions.ndim != 2 or coalitions.shape[1] != len(players):
         raise ShapeError(f"coalitions must be a [K, {len(players)}] tensor (one column per player); got {_describe(coalitions)}")
     if not bool(((coalitions == 0) | (coalitions == 1)).all()):
-        raise ValueError("coalitions must hold only 0 (off) and 1 (on)")
+        raise InvalidArgumentError("coalitions must hold only 0 (off) and 1 (on)")
     grid = base.repeat(coalitions.shape[0], 1)
     if players:
         grid[:, players] = coalitions.to(dtype=base.dtype, device=base.device) * base[players]
@@ -437,11 +437,11 @@ def _check_grid(grid: object) -> Tensor:
     if n > MAX_PLAYERS:
         raise ShapeError(f"grid has n = {n} players; at most {MAX_PLAYERS} are supported")
     if grid.dtype.is_floating_point and bool(torch.isnan(grid).any()):
-        raise ValueError("grid contains NaN; entries must be 0 (off) or 1 (on)")
+        raise InvalidArgumentError("grid contains NaN; entries must be 0 (off) or 1 (on)")
     binary = (grid == 0) | (grid == 1)
     if not bool(binary.all()):
         bad = grid[~binary][0].item()
-        raise ValueError(
+        raise InvalidArgumentError(
             f"grid entries must be 0 (off) or 1 (on) for attribution; found {bad!r}"
         )
     return grid
@@ -523,7 +523,7 @@ def values_by_coalition(grid: Tensor, values: Tensor) -> CoalitionValues:
 def _require_complete(table: CoalitionValues, what: str) -> None:
     if not table.complete:
         n = table.n
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{what} needs every one of the 2**{n} = {1 << n} coalitions; the grid has "
             f"{table.masks.shape[0]} distinct rows. Evaluate alpha_grid('full_factorial', {n})"
             + (
@@ -632,7 +632,7 @@ def _check_permutations(permutations: object, n: int, device: torch.device) -> T
     perms = permutations.to(device=device, dtype=torch.int64)
     expected = torch.arange(n, device=device).expand_as(perms)
     if not bool((perms.sort(dim=1).values == expected).all()):
-        raise ValueError(f"every row of permutations must be a permutation of range({n})")
+        raise InvalidArgumentError(f"every row of permutations must be a permutation of range({n})")
     return perms
 
 
@@ -646,7 +646,7 @@ def _orders_in(table: CoalitionValues) -> Tensor:
     present = set(table.masks.tolist())
     full = (1 << n) - 1
     if 0 not in present or full not in present:
-        raise ValueError(
+        raise InvalidArgumentError(
             "Shapley values need the empty and the full coalition, and either all 2**n coalitions "
             "(exact) or chains of coalitions from empty to full (sampled); use alpha_grid('full_factorial', n) "
             "or alpha_grid('shapley', n, ...), or pass permutations="
@@ -658,7 +658,7 @@ def _orders_in(table: CoalitionValues) -> Tensor:
         if mask == full:
             orders.append(order)
             if len(orders) > MAX_INFERRED_ORDERS:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"the grid chains more than {MAX_INFERRED_ORDERS} orders; pass the sampled permutations= "
                     "(alpha_grid(..., return_permutations=True)) or evaluate a full factorial"
                 )
@@ -668,7 +668,7 @@ def _orders_in(table: CoalitionValues) -> Tensor:
             if nxt != mask and nxt in present:
                 stack.append((nxt, [*order, j]))
     if not orders:
-        raise ValueError(
+        raise InvalidArgumentError(
             "no order of the players has all its prefixes in the grid, so Shapley values cannot be "
             "estimated from it; use alpha_grid('shapley', n, ...) or a full factorial, or pass permutations="
         )

@@ -413,7 +413,7 @@ def _train(
     extra = {"run_config": dataclasses.asdict(config)}
     started = time.perf_counter()
     epoch_start = started
-    records = list(loop.records) if loop is not None else []
+    records = [r.to_dict() for r in loop.records] if loop is not None else []
     done = loop.epoch if loop is not None else 0
     if world.rank == 0:
         _write_metrics(out, records)  # what the checkpoint holds: repairs a crash between save and metrics
@@ -424,7 +424,8 @@ def _train(
         controller=config.controller(), loss_fn=F.cross_entropy, loop=loop, reducer=world.reducer(),
         rank=world.rank, world_size=world.size, on_step=console.progress(done + 1, config.epochs),
     )
-    for model, state, loop, record in steps:
+    for model, state, loop, epoch_record in steps:
+        record = epoch_record.to_dict()  # the JSON object metrics.jsonl holds
         console.end_progress()
         now = time.perf_counter()
         console.line(_epoch_line(record, now - epoch_start))
@@ -632,7 +633,7 @@ def _resume(args: argparse.Namespace) -> int:
             if done >= config.epochs:
                 _, _, loop = saved.restore(None)
                 if world.rank == 0:
-                    _repair_outputs(out, loop.records, config)
+                    _repair_outputs(out, [r.to_dict() for r in loop.records], config)
                 console.line(
                     f"nothing to do: the run in {out} already has {done} of {config.epochs} epochs; "
                     f"pass --epochs N with N > {done} to train further"

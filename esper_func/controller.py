@@ -3,11 +3,28 @@
 A controller maps one :class:`Observation` (everything known after an
 epoch's validation and lifecycle step) to one
 :class:`~esper_func.lifecycle.Action`; the lifecycle executes it
-(:func:`esper_func.lifecycle.apply_action`)::
+(:func:`esper_func.lifecycle.apply_action`).
 
-    controller = ef.controller.heuristic()          # or any Observation -> Action
-    action = controller(observation)
-    states, events, result = ef.apply_action(action, states, gates, epoch=observation.epoch, topology="cnn")
+Examples:
+    After three epochs of plateau on a stabilised loss, the heuristic
+    germinates the first blueprint of its rotation into the first free slot:
+
+    >>> import esper_func as ef
+    >>> from esper_func.controller import Observation, SlotView, heuristic
+    >>> controller = heuristic()                    # or any Observation -> Action
+    >>> observation = Observation(
+    ...     epoch=6, max_epochs=20, topology="cnn",
+    ...     val_accuracy=65.3, val_loss=0.69, train_loss=0.7,
+    ...     accuracy_history=(50.0, 60.0, 65.0, 65.1, 65.2, 65.3),
+    ...     loss_history=(1.0, 0.8, 0.7, 0.69, 0.69, 0.69),
+    ...     slots=(SlotView("r0c0"), SlotView("r0c1")),
+    ... )
+    >>> action = controller(observation)
+    >>> action.kind, action.slot_id, action.blueprint
+    (<ActionKind.GERMINATE: 1>, 'r0c0', 'conv_light')
+    >>> states, events, result = ef.apply_action(action, {}, ef.Gates(), epoch=observation.epoch, topology="cnn")
+    >>> states["r0c0"].stage, [type(event).__name__ for event in events]
+    (<SeedStage.GERMINATED: 2>, ['SeedGerminated'])
 
 This module is policy only. :func:`decide` reproduces esper-lite 2016337e's
 ``HeuristicTamiyo`` (``tamiyo/heuristic.py``) and the plateau/stabilisation

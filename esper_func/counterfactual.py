@@ -43,8 +43,19 @@ from torch.func import grad
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func._skeleton import Skeleton
 from esper_func.attribution import alpha_grid, coalition_grid
+from esper_func.batching import IGNORE_INDEX
 from esper_func.errors import DTypeError, InvalidArgumentError, ShapeError
-from esper_func.model import Buffers, Model, Params, call_module, check_tree, model_cache, predict, seed_like_host
+from esper_func.model import (
+    Buffers,
+    Model,
+    Params,
+    call_module,
+    check_input,
+    check_tree,
+    model_cache,
+    predict,
+    seed_like_host,
+)
 from esper_func.slot import SlotModule
 
 __all__ = [
@@ -211,7 +222,9 @@ def sweep(
     module docstring). Eval mode.
 
     Args:
-        model, params, buffers: as for :func:`esper_func.predict`.
+        model: the model, as for :func:`esper_func.predict`.
+        params: its parameters.
+        buffers: its buffers.
         x: one input batch ``[B, ...]``.
         grid: alpha rows ``[K, n_slots]`` in ``model.slot_order``, values in
             ``[0, 1]`` (any values, not only 0/1), e.g. from :func:`alpha_grid`.
@@ -220,13 +233,16 @@ def sweep(
             ``None``: no bound.
 
     Raises:
-        ShapeError, DTypeError, InvalidArgumentError: a grid of the wrong width or rank,
-        an empty grid, NaN or values outside ``[0, 1]``; and everything
-        :func:`esper_func.predict` raises.
+        ShapeError: a grid of the wrong width or rank, or an empty grid.
+        DTypeError: a grid that is not a floating-point tensor.
+        InvalidArgumentError: NaN or values outside ``[0, 1]`` in the grid, or
+            a ``max_batch`` below 1; and everything :func:`esper_func.predict`
+            raises.
     """
+    check_input(model, params, x)
     check_grid(model, grid)
     check_tree(model, params, buffers)
-    if max_batch is not None and max_batch < 1:
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
     rows, distinct = _distinct_rows(model, grid)
     plan = sweep_plan(distinct, dtype=grid.dtype, device=grid.device)
@@ -289,13 +305,21 @@ def grid_sums(
 
     ``loss_sum[k]`` is ``loss_fn``'s mean loss for row ``k`` times the
     number of samples (tokens) ``count``; ``correct[k]`` counts argmax hits.
+    Targets equal to :data:`~esper_func.data.IGNORE_INDEX` (the padding of
+    a last, short token window) are left out of ``count``, as cross-entropy
+    leaves them out of its mean; a batch of padding only gives zeros.
     Both are float64, on the device of the model's output, so a caller can
     add batches up and all-reduce the sums before dividing.
     """
     out = sweep(model, params, buffers, x, grid, max_batch=max_batch)
     k = grid.shape[0]
     tokens = [flatten_tokens(out[i], y) for i in range(k)]
-    count = tokens[0][1].shape[0]
+    targets_flat = tokens[0][1]
+    # Padded targets (IGNORE_INDEX, which cross-entropy skips in its mean) are not counted.
+    count = int((targets_flat != IGNORE_INDEX).sum()) if not targets_flat.is_floating_point() else targets_flat.shape[0]
+    if count == 0:
+        zeros = torch.zeros(k, dtype=torch.float64, device=out.device)
+        return zeros, zeros.clone(), 0
     loss_sum = torch.stack([loss_fn(logits, targets).double() for logits, targets in tokens]) * count
     correct = torch.stack([(logits.argmax(dim=-1) == targets).sum() for logits, targets in tokens]).double()
     return loss_sum, correct, count

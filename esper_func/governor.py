@@ -1,16 +1,32 @@
 """The governor: a pure watchdog for catastrophic losses (esper-lite's ``TolariaGovernor``).
 
 optax-style: a frozen :class:`GovernorConfig`, a small frozen
-:class:`GovernorState`, and two pure functions::
+:class:`GovernorState`, and two pure functions, :func:`governor_init` and
+:func:`governor_check`, with :func:`prune_on_rollback` and
+:func:`should_snapshot` for the loop around them.
 
-    gstate = governor_init(config)
-    gstate, verdict, reason = governor_check(config, gstate, float(loss))
-    if verdict == Verdict.ROLLBACK:
-        params = last_good_params                # rolling back = keeping the old tensors
-        seeds, events = prune_on_rollback(config, seeds, reason)   # every live seed goes
-    elif should_snapshot(config, epoch, fossilized_since_snapshot):
-        last_good_params = params                # the new last-known-good state
-    # Verdict.PANIC: an anomaly not yet confirmed; keep training.
+Examples:
+    One check per epoch; a NaN loss rolls the run back (``Verdict.PANIC``,
+    an anomaly not yet confirmed, would keep training):
+
+    >>> import math
+    >>> import esper_func as ef
+    >>> from esper_func.governor import (
+    ...     GovernorConfig, Verdict, governor_check, governor_init, prune_on_rollback, should_snapshot,
+    ... )
+    >>> config = GovernorConfig()
+    >>> gstate = governor_init(config)
+    >>> seeds = {"r0c0": ef.germinate("r0c0", "norm")}
+    >>> params = last_good_params = {"w": 1.0}
+    >>> for epoch, loss in enumerate([2.3, 2.1, math.nan], start=1):
+    ...     gstate, verdict, reason = governor_check(config, gstate, loss)
+    ...     if verdict == Verdict.ROLLBACK:
+    ...         params = last_good_params                               # rolling back = keeping the old values
+    ...         seeds, events = prune_on_rollback(config, seeds, reason)  # every live seed goes
+    ...     elif should_snapshot(config, epoch, fossilized=False):
+    ...         last_good_params = params                               # the new last-known-good state
+    >>> verdict, reason, seeds["r0c0"].stage.name
+    (<Verdict.ROLLBACK: 2>, 'governor_nan', 'PRUNED')
 
 Checks, in esper-lite's order (its defaults in brackets):
 

@@ -39,6 +39,7 @@ from esper_func.errors import (
     DTypeError,
     IllegalTransitionError,
     InvalidArgumentError,
+    InvalidTypeError,
     ParamsMismatchError,
     ShapeError,
     UnknownBlueprintError,
@@ -321,12 +322,24 @@ def build_model(
 
     Returns:
         ``(model, params, buffers)``.
+
     Raises:
         HostProtocolError: ``host`` does not implement the host protocol.
         UnknownSlotError: a slot id the host does not have.
     """
     check_host(host)
-    requested = dict(slots) if isinstance(slots, Mapping) else {sid: None for sid in slots}
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise DTypeError(f"dtype must be a floating-point torch.dtype (parameters are trained); got {dtype!r}")
+    if isinstance(slots, Mapping):
+        requested = dict(slots)
+    else:
+        if isinstance(slots, str):
+            raise InvalidTypeError(f"slots must be slot ids (a list) or a mapping slot_id -> Slot | None; got the string {slots!r}")
+        ids = list(slots)
+        duplicates = sorted({sid for sid in ids if ids.count(sid) > 1})
+        if duplicates:
+            raise InvalidArgumentError(f"slots lists {duplicates} more than once; each injection point is one slot")
+        requested = {sid: None for sid in ids}
     known = host.slot_ids
     for sid in requested:
         if sid not in known:
@@ -385,12 +398,43 @@ def _check_alphas(model: Model, alphas: Any, x: Tensor) -> None:
     if not alphas.is_floating_point():
         raise DTypeError(f"alphas must be a floating-point tensor, got dtype {alphas.dtype}")
     n = model.n_slots
-    if alphas.shape == (n,) or (alphas.ndim == 2 and alphas.shape == (x.shape[0], n)):
+    if not (alphas.shape == (n,) or (alphas.ndim == 2 and alphas.shape == (x.shape[0], n))):
+        raise ShapeError(
+            f"alphas must have shape [{n}] or [B={x.shape[0]}, {n}] (one per slot in {list(model.slot_order)}); "
+            f"got {list(alphas.shape)}"
+        )
+    if torch.compiler.is_compiling() or alphas.device.type == "meta":
         return
-    raise ShapeError(
-        f"alphas must have shape [{n}] or [B={x.shape[0]}, {n}] (one per slot in {list(model.slot_order)}); "
-        f"got {list(alphas.shape)}"
-    )
+    try:
+        in_range = bool(((alphas >= 0) & (alphas <= 1)).all())  # False for NaN too
+    except RuntimeError:  # under torch.func.vmap values cannot be read; the caller's transform owns them
+        return
+    if not in_range:
+        bad = alphas.detach()[~((alphas >= 0) & (alphas <= 1))][:5].tolist()
+        raise InvalidArgumentError(f"alphas must be numbers in [0, 1] (no NaN); found e.g. {bad}")
+
+
+def check_input(model: Model, params: Params, x: Any, *, where: str = "x") -> Tensor:
+    """Raise unless ``x`` is a tensor the host can take with these parameters; return it.
+
+    Checks the type and, for floating-point inputs, that the dtype matches the
+    parameters' (a float64 batch into a float32 model is a user error, not
+    a silent upcast). Shapes are checked by the host's own forward.
+    """
+    if not isinstance(x, Tensor):
+        raise InvalidTypeError(
+            f"{where} must be a torch.Tensor; got {type(x).__name__}"
+            + (" (convert with torch.from_numpy)" if type(x).__module__ == "numpy" else "")
+        )
+    if x.is_floating_point():
+        host = params.get("host") if isinstance(params, Mapping) else None
+        reference = next(iter(host.values()), None) if isinstance(host, Mapping) else None
+        if isinstance(reference, Tensor) and reference.is_floating_point() and reference.dtype != x.dtype:
+            raise DTypeError(
+                f"{where} has dtype {x.dtype} but the model's parameters are {reference.dtype}; "
+                f"cast the input with .to({reference.dtype})"
+            )
+    return x
 
 
 # --------------------------------------------------------------------------- forward
@@ -437,6 +481,7 @@ def apply(
         itself; in training mode it holds new tensors (the caller's are
         untouched).
     """
+    check_input(model, params, x)
     _check_alphas(model, alphas, x)
     check_tree(model, params, buffers)
     if not train:
@@ -552,6 +597,11 @@ def add_seed(
     The new seed's parameters live on the device and in the dtype of the
     host's first parameter.
     """
+    if SeedStage(stage) in SEEDLESS_STAGES:
+        raise IllegalTransitionError(
+            f"a new seed cannot start in stage {SeedStage(stage).name} (a stage without a seed); "
+            f"allowed: {[s.name for s in SeedStage if s not in SEEDLESS_STAGES]}"
+        )
     if model.slot(slot_id) is not None:
         raise IllegalTransitionError(
             f"slot {slot_id!r} already holds a {model.slot(slot_id).blueprint_id!r} seed "  # type: ignore[union-attr]
@@ -648,7 +698,18 @@ def alphas_of(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """The alpha vector ``[n_slots]`` from per-slot states (anything with ``.alpha``); 0 where absent."""
+    """The alpha vector ``[n_slots]`` from per-slot states (anything with ``.alpha``); 0 where absent.
+
+    Raises:
+        InvalidTypeError: ``states`` is not a mapping ``slot_id -> state``.
+        UnknownSlotError: a key names no slot of the model (a typo would
+            otherwise silently read alpha 0 for the intended slot).
+    """
+    if not isinstance(states, Mapping):
+        raise InvalidTypeError(f"states must be a mapping slot_id -> state; got {type(states).__name__}")
+    unknown = sorted(str(sid) for sid in states if sid not in model.slot_order)
+    if unknown:
+        raise UnknownSlotError(f"states name slots {unknown} that the model does not have; its slots: {list(model.slot_order)}")
     values = [float(getattr(states[sid], "alpha", 0.0)) if sid in states else 0.0 for sid in model.slot_order]
     return torch.tensor(values, dtype=dtype, device=device)
 

@@ -81,7 +81,7 @@ import torch.utils._pytree as torch_pytree
 from torch import Tensor
 
 from esper_func._pytree import NAMESPACE, pytree_dataclass
-from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError
+from esper_func.errors import DTypeError, InvalidArgumentError, InvalidTypeError, ParamsMismatchError, ShapeError
 
 __all__ = [
     "SGD",
@@ -239,12 +239,12 @@ def _resolve_mask(mask: Mask, path: tuple[Any, ...], default: bool = True) -> bo
                 return default
             node = node[key]
         else:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"mask{_fmt(path[:depth])} must be a bool, a dict or a list of masks; got {type(node).__name__}"
             )
     if isinstance(node, bool):
         return node
-    raise TypeError(
+    raise InvalidTypeError(
         f"mask{_fmt(path)} is at a parameter leaf and must be a Python bool; got {type(node).__name__}"
     )
 
@@ -267,18 +267,18 @@ def _as_param(new: Tensor, like: Tensor) -> Tensor:
 
 def _check_float(name: str, value: float, *, low: float = 0.0, high: float | None = None, high_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
+        raise InvalidArgumentError(f"{name} must be a finite number; got {value!r}")
     if value < low or (high is not None and (value >= high if high_open else value > high)):
         bound = f"[{low}, {high})" if high_open else (f"[{low}, {high}]" if high is not None else f">= {low}")
-        raise ValueError(f"{name} must be in {bound}; got {value!r}")
+        raise InvalidArgumentError(f"{name} must be in {bound}; got {value!r}")
 
 
 def _check_lr(lr: LearningRate) -> None:
     if isinstance(lr, Tensor):
         if lr.ndim != 0 or not lr.is_floating_point():
-            raise ValueError(f"a tensor lr must be a 0-d floating-point tensor; got shape {tuple(lr.shape)}, {lr.dtype}")
+            raise InvalidArgumentError(f"a tensor lr must be a 0-d floating-point tensor; got shape {tuple(lr.shape)}, {lr.dtype}")
         if lr.requires_grad:
-            raise ValueError("a tensor lr must not require grad")
+            raise InvalidArgumentError("a tensor lr must not require grad")
         _check_float("lr", float(lr))  # once, at construction
         return
     _check_float("lr", lr)
@@ -355,7 +355,7 @@ class Optimizer(abc.ABC):
 
     def _check_state_type(self, state: Any) -> None:
         if not isinstance(state, self._state_cls):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"{type(self).__name__} needs a {self._state_cls.__name__}; got {type(state).__name__} "
                 f"(was the state made by another optimizer?)"
             )
@@ -468,7 +468,7 @@ class SGD(Optimizer):
         _check_float("weight_decay", self.weight_decay)
         _check_float("dampening", self.dampening)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"nesterov momentum requires momentum > 0 and dampening == 0; got momentum={self.momentum}, "
                 f"dampening={self.dampening}"
             )
@@ -539,7 +539,7 @@ class Adam(Optimizer):
         _check_float("eps", self.eps)
         _check_float("weight_decay", self.weight_decay)
         if not isinstance(self.betas, Sequence) or len(self.betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2); got {self.betas!r}")
+            raise InvalidArgumentError(f"betas must be a pair (beta1, beta2); got {self.betas!r}")
         _check_float("betas[0]", self.betas[0], high=1.0, high_open=True)
         _check_float("betas[1]", self.betas[1], high=1.0, high_open=True)
         object.__setattr__(self, "betas", (float(self.betas[0]), float(self.betas[1])))
@@ -640,9 +640,9 @@ def reinit_like(opt: Optimizer, state: Any, params: Tree, *, reset: Mask = None)
     Pure: ``state`` and ``params`` are not modified; no returned tensor aliases them.
     """
     if not isinstance(opt, Optimizer):
-        raise TypeError(f"opt must be an esper_func optimizer; got {type(opt).__name__}")
+        raise InvalidTypeError(f"opt must be an esper_func optimizer; got {type(opt).__name__}")
     if type(state) is not opt._state_cls:
-        raise TypeError(f"{type(opt).__name__} needs a {opt._state_cls.__name__}; got {type(state).__name__}")
+        raise InvalidTypeError(f"{type(opt).__name__} needs a {opt._state_cls.__name__}; got {type(state).__name__}")
     names = ("count", *opt._slots())
     old: dict[tuple[Any, ...], dict[str, Tensor]] = {}
     count_paths, _ = _paths_and_leaves(state.count, "state.count")
@@ -685,7 +685,7 @@ def state_to_tree(state: SGDState | AdamState) -> dict[str, Tree]:
     Shares tensors with ``state`` (a restructuring, no copy).
     """
     if not isinstance(state, (SGDState, AdamState)):
-        raise TypeError(f"expected an SGDState or AdamState; got {type(state).__name__}")
+        raise InvalidTypeError(f"expected an SGDState or AdamState; got {type(state).__name__}")
     fields = dataclasses.fields(state)
     return {f.name: getattr(state, f.name) for f in fields if getattr(state, f.name) is not None}
 
@@ -702,7 +702,7 @@ def state_from_tree(opt: Optimizer, tree: Mapping[str, Tree], params: Tree) -> A
         ShapeError / DTypeError: a tensor of the wrong shape or dtype.
     """
     if not isinstance(tree, Mapping):
-        raise TypeError(f"tree must be a dict of state fields; got {type(tree).__name__}")
+        raise InvalidTypeError(f"tree must be a dict of state fields; got {type(tree).__name__}")
     template = opt.init(params)
     want = set(state_to_tree(template))
     if set(tree) != want:

@@ -53,22 +53,14 @@ from esper_func.errors import (
     UnknownBlueprintError,
     UnknownHostError,
 )
-from esper_func.fit import LoopState, event_to_dict
+from esper_func.fit import LoopState
 from esper_func.governor import GovernorState
 from esper_func.lifecycle import state_from_dict, state_to_dict
-from esper_func.lifecycle.alpha import AlphaCurve
-from esper_func.lifecycle.events import (
-    GateEvaluated,
-    LifecycleEvent,
-    SeedFossilized,
-    SeedGerminated,
-    SeedPruned,
-    StageChanged,
-)
-from esper_func.lifecycle.gates import GateLevel
-from esper_func.lifecycle.stages import SeedStage
+from esper_func.lifecycle.events import LifecycleEvent
 from esper_func.model import Model, check_tree, model_from_dict, model_to_dict
 from esper_func.optim import Optimizer, state_from_tree, state_to_tree
+from esper_func.records import EpochRecord, event_to_dict
+from esper_func.records import event_from_dict as _event_from_dict
 from esper_func.train import TrainState
 
 __all__ = [
@@ -95,34 +87,16 @@ __all__ = [
 RUN_FORMAT = "esper_func.run"
 RUN_VERSION = 1
 
-_EVENT_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (SeedGerminated, GateEvaluated, StageChanged, SeedFossilized, SeedPruned)
-}
-_ENUM_FIELDS: dict[str, Any] = {
-    "gate": GateLevel,
-    "target_stage": SeedStage,
-    "from_stage": SeedStage,
-    "to_stage": SeedStage,
-    "alpha_curve": AlphaCurve,
-}
-
-
 def event_from_dict(data: Mapping[str, Any]) -> tuple[LifecycleEvent, int]:
-    """Rebuild ``(event, run_epoch)`` from :func:`esper_func.fit.event_to_dict`'s output."""
+    """Rebuild ``(event, run_epoch)`` from :func:`esper_func.fit.event_to_dict`'s output.
+
+    Raises:
+        CheckpointError: the dict is not a lifecycle event (see :func:`esper_func.records.event_from_dict`).
+    """
     try:
-        cls = _EVENT_TYPES[data["type"]]
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for name in fields:
-            raw = data["seed_epoch"] if name == "epoch" else data[name]
-            if name in _ENUM_FIELDS:
-                raw = _ENUM_FIELDS[name][raw]
-            elif isinstance(raw, list):
-                raw = tuple(raw)
-            values[name] = raw
-        return cls(**values), int(data["epoch"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"malformed lifecycle event {dict(data)!r}: {exc!r}") from exc
+        return _event_from_dict(data)
+    except EsperFuncError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def _state_meta(model: Model, state: TrainState) -> dict[str, Any]:
@@ -160,13 +134,15 @@ def save_run(
         "last_good": _state_meta(last_model, last_state),
         "loop": {
             "epoch": loop.epoch,
-            "records": list(loop.records),
+            "records": [record.to_dict() for record in loop.records],
             "events": [event_to_dict(e, ep) for e, ep in zip(loop.events, loop.event_epochs, strict=True)],
             "governor": {
                 "losses": list(loop.governor.losses),
                 "consecutive_panics": loop.governor.consecutive_panics,
                 "rollbacks": loop.governor.rollbacks,
             },
+            "consecutive_rollbacks": loop.consecutive_rollbacks,
+            "fossilized_since_snapshot": loop.fossilized_since_snapshot,
         },
         "extra": dict(extra or {}),
     }
@@ -288,9 +264,19 @@ class SavedRun:
                 raise CheckpointError(f"run checkpoint field loop.{key} is missing; the checkpoint was edited or damaged")
         events = _list_field(loop_meta["events"], "loop.events")
         decoded = [event_from_dict(_dict_field(e, f"loop.events[{i}]")) for i, e in enumerate(events)]
-        records = _list_field(loop_meta["records"], "loop.records")
-        for i, record in enumerate(records):
-            _dict_field(record, f"loop.records[{i}]")
+        records = []
+        for i, raw in enumerate(_list_field(loop_meta["records"], "loop.records")):
+            try:
+                records.append(EpochRecord.from_dict(_dict_field(raw, f"loop.records[{i}]")))
+            except CheckpointError:
+                raise
+            except EsperFuncError as exc:
+                raise _malformed(f"loop.records[{i}]", exc) from exc
+        # Written since version 1 added them; a checkpoint without them restores the values a run starts with.
+        rollbacks_in_a_row = _int_field(loop_meta.get("consecutive_rollbacks", 0), "loop.consecutive_rollbacks")
+        fossilized = loop_meta.get("fossilized_since_snapshot", False)
+        if not isinstance(fossilized, bool):
+            raise CheckpointError(f"run checkpoint field loop.fossilized_since_snapshot must be true or false; got {fossilized!r}")
         governor = _dict_field(loop_meta["governor"], "loop.governor")
         try:
             losses = tuple(float(x) for x in _list_field(governor["losses"], "loop.governor.losses"))
@@ -307,6 +293,8 @@ class SavedRun:
             event_epochs=tuple(ep for _, ep in decoded),
             governor=GovernorState(losses=losses, consecutive_panics=panics, rollbacks=rollbacks),
             last_good=last_good,
+            consecutive_rollbacks=rollbacks_in_a_row,
+            fossilized_since_snapshot=fossilized,
         )
         return model, state, loop
 

@@ -50,13 +50,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.counterfactual import flatten_tokens
+from esper_func.errors import DTypeError, InvalidTypeError, ShapeError, UnknownSlotError
 from esper_func.lifecycle import SeedState, record_gradients, trainable
 from esper_func.lifecycle.measure import GradientHealth, gradient_health
-from esper_func.model import Buffers, Model, Params, apply, call_module, check_tree, model_cache
+from esper_func.model import Buffers, Model, Params, apply, call_module, check_input, check_tree, model_cache
 from esper_func.optim import Optimizer
 
 __all__ = [
@@ -166,9 +168,18 @@ def init_train_state(
     seeds: Mapping[str, SeedState] | None = None,
     key: int = 0,
 ) -> TrainState:
-    """A fresh :class:`TrainState` (optimizer state from ``optimizer.init``)."""
-    del model  # part of the signature so callers keep model and state together
-    return TrainState(params, buffers, optimizer.init(params), dict(seeds or {}), 0, int(key))
+    """A fresh :class:`TrainState` (optimizer state from ``optimizer.init``).
+
+    Raises:
+        ParamsMismatchError: ``params``/``buffers`` do not fit ``model``.
+        UnknownSlotError: ``seeds`` names a slot the model does not have.
+    """
+    check_tree(model, params, buffers)
+    seeds = dict(seeds or {})
+    unknown = sorted(str(sid) for sid in seeds if sid not in model.slot_order)
+    if unknown:
+        raise UnknownSlotError(f"seeds name slots {unknown} that the model does not have; its slots: {list(model.slot_order)}")
+    return TrainState(params, buffers, optimizer.init(params), seeds, 0, int(key))
 
 
 def update_mask(model: Model, seeds: Mapping[str, SeedState]) -> dict[str, Any]:
@@ -206,17 +217,46 @@ def train_step(
     a non-zero rate draws from a ``torch.Generator`` and runs eagerly only.
     """
     reducer = reducer or LocalReducer()
-    x, y = batch
+    x, y = _check_batch(model, state, batch, loss_fn)
     if torch.compiler.is_compiling():
         layout, inputs, alphas, trains, rng, optimizer = _static_inputs_eagerly(model, state, x.device, optimizer, True)
     else:
-        layout, inputs, alphas, trains, rng, optimizer = _static_inputs(model, state, x.device, optimizer, False)
+        try:
+            layout, inputs, alphas, trains, rng, optimizer = _static_inputs(model, state, x.device, optimizer, False)
+        except (KeyError, TypeError, AttributeError):
+            # The per-step path does not re-validate the trees (overhead); on failure, say what does not fit.
+            check_tree(model, state.params, state.buffers)
+            raise
     params, buffers, opt_state, metrics = _numeric_step(
         model, layout, state.params, state.buffers, state.opt_state, inputs, alphas, x, y,
         trains=trains, rng=rng, optimizer=optimizer, loss_fn=loss_fn, reducer=reducer,
     )
     advance = _advance_eagerly if torch.compiler.is_compiling() else _advance
     return advance(state, params, buffers, opt_state), metrics
+
+
+def _check_batch(model: Model, state: TrainState, batch: Any, loss_fn: Any) -> tuple[Tensor, Tensor]:
+    """``(inputs, targets)`` of ``batch``, or an error naming what is wrong (static checks only: no values read)."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise InvalidTypeError(f"batch must be a pair (inputs, targets) of tensors; got {got}")
+    x, y = batch
+    check_input(model, state.params, x, where="batch inputs")
+    if not isinstance(y, Tensor):
+        raise InvalidTypeError(f"batch targets must be a torch.Tensor; got {type(y).__name__}")
+    if y.dtype == torch.bool or y.is_complex():
+        raise DTypeError(f"batch targets must be class indices (an integer tensor) or real values; got {y.dtype}")
+    if loss_fn is F.cross_entropy and y.is_floating_point() and y.ndim < 2:
+        raise DTypeError(
+            f"cross-entropy targets must be class indices (an integer tensor, e.g. y.long()); got {y.dtype} of "
+            f"shape {list(y.shape)} (floating targets are class probabilities, one row per sample)"
+        )
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ShapeError(
+            f"inputs and targets must have the same batch size (first dimension); got inputs {list(x.shape)}, "
+            f"targets {list(y.shape)}"
+        )
+    return x, y
 
 
 def record_step_gradients(seeds: Mapping[str, SeedState], metrics: StepMetrics) -> dict[str, SeedState]:

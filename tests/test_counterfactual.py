@@ -277,3 +277,28 @@ def test_the_validation_grid_is_the_real_alphas_then_each_blended_seed_off():
         expected = base.clone()
         expected[model.index(sid)] = 0.0
         assert torch.equal(row, expected)
+
+
+def test_padded_targets_are_left_out_of_the_evaluation_count_and_means():
+    host = ef.TransformerHost(vocab_size=32, n_embd=16, n_head=2, n_layer=2, block_size=8, num_segments=2)
+    model, params, buffers = ef.build_model(host, host.slot_ids, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 32, (3, 8), generator=g)
+    y = torch.randint(0, 32, (3, 8), generator=g)
+    padded = y.clone()
+    padded[2, 5:] = ef.data.IGNORE_INDEX  # a short last window
+    grid = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    got = ef.evaluate(model, params, buffers, [(x, padded)], grid, loss_fn=F.cross_entropy)
+    assert got.count == 3 * 8 - 3
+    keep = padded.reshape(-1) != ef.data.IGNORE_INDEX
+    for k in range(grid.shape[0]):
+        logits = ef.predict(model, params, buffers, grid[k], x).reshape(-1, 32)[keep]
+        targets = padded.reshape(-1)[keep]
+        torch.testing.assert_close(got.loss[k].double(), F.cross_entropy(logits, targets).double())
+        expected_accuracy = (logits.argmax(-1) == targets).double().mean()
+        torch.testing.assert_close(got.accuracy[k].double(), expected_accuracy)
+    only_padding = torch.full_like(y, ef.data.IGNORE_INDEX)
+    empty = ef.evaluate(model, params, buffers, [(x, only_padding), (x, y)], grid, loss_fn=F.cross_entropy)
+    full = ef.evaluate(model, params, buffers, [(x, y)], grid, loss_fn=F.cross_entropy)
+    assert empty.count == full.count
+    torch.testing.assert_close(empty.loss, full.loss)

@@ -101,12 +101,11 @@ Restated with a documented deviation or an adaptation
 | kasmina/test_blending.py::test_gated_blend_rejects_invalid_total_steps | documented: a gated blend of tempo 0 is refused before it enters BLENDING (``IllegalTransitionError``, a ValueError) |
 | kasmina/test_blending.py::test_gated_blend_cnn_topology_rejects_transformer_input | AssertionError in esper-lite's gate; ``ShapeError`` from ``ef.slot_apply`` here (same for the transformer test) |
 
-Real disagreements (``xfail(strict=True)``)
---------------------------------------------
+Real disagreements
+------------------
 
-| esper-lite test | esper_func |
-|---|---|
-| kasmina/test_morphogenetic_model.py::TestFusedForwardAlphaShapeValidation::test_unknown_alpha_override_key_rejected | ``ef.alphas_of(model, states)`` ignores a state keyed by a slot the model does not have (esper-lite rejects unknown override keys; esper_func's own ``set_stages`` rejects such a key) |
+None left: ``ef.alphas_of`` now rejects a state keyed by an unknown slot id, as esper-lite's
+``fused_forward`` rejects such an alpha override.
 """
 
 from __future__ import annotations
@@ -1782,18 +1781,12 @@ def test_default_alphas_come_from_the_states() -> None:
     assert out.shape == (4, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="esper-lite's fused_forward rejects alpha overrides keyed by an unknown slot id (typo protection); "
-    "esper_func's alphas_of(model, states) ignores a state keyed by a slot the model does not have and reads "
-    "alpha 0 for the intended slot (esper_func/model.py alphas_of; set_stages rejects the same key)",
-)
 def test_unknown_alpha_override_key_rejected() -> None:
     # esper-lite: kasmina/test_morphogenetic_model.py::TestFusedForwardAlphaShapeValidation::test_unknown_alpha_override_key_rejected
     model, _, _ = staged({"r0c1": S.BLENDING})
     typo = ef.SeedState(slot_id="r0cl", seed_id="seed_1", blueprint_id="noop", stage=S.BLENDING,
                         alpha_controller=ef.AlphaController(alpha=0.5))
-    with pytest.raises(ValueError, match="r0cl"):
+    with pytest.raises(ef.EsperFuncError, match="r0cl"):
         ef.alphas_of(model, {"r0cl": typo})
 
 

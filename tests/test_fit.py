@@ -15,6 +15,7 @@ import esper_func as ef
 from esper_func._pytree import tree_leaves
 from esper_func.controller import HeuristicConfig, heuristic
 from esper_func.fit import FitConfig, LoopState, fit, run_epoch
+from esper_func.governor import Verdict
 from esper_func.runs import load_run, save_run
 from esper_func.train import init_train_state
 
@@ -51,15 +52,15 @@ def twelve_epochs():
 
 def test_a_run_germinates_blends_and_ends_a_seed():
     result = twelve_epochs()
-    kinds = [e["type"] for r in result.loop.records for e in r["events"]]
+    kinds = [type(e).__name__ for r in result.history for e in r.events]
     assert "SeedGerminated" in kinds
-    stages = {e["to_stage"] for r in result.loop.records for e in r["events"] if e["type"] == "StageChanged"}
-    assert "BLENDING" in stages
-    assert "FOSSILIZED" in stages or "PRUNED" in stages
-    record = result.loop.records[-1]
-    assert set(record) >= {"epoch", "train_loss", "val_loss", "val_accuracy", "slots", "contributions", "events"}
-    assert record["epoch"] == 12 and len(result.loop.records) == 12
-    assert all(set(info) >= {"stage", "alpha"} for info in record["slots"].values())
+    stages = {e.to_stage for r in result.history for e in r.events if isinstance(e, ef.StageChanged)}
+    assert ef.SeedStage.BLENDING in stages
+    assert ef.SeedStage.FOSSILIZED in stages or ef.SeedStage.PRUNED in stages
+    record = result.history[-1]
+    assert set(record.to_dict()) >= {"epoch", "train_loss", "val_loss", "val_accuracy", "slots", "contributions", "events"}
+    assert record.epoch == 12 and len(result.history) == 12 and result.history == result.loop.records
+    assert [s.slot_id for s in record.slots] == list(result.model.slot_order)
     # The model's structure follows the lifecycle states.
     for sid in result.model.slot_order:
         seed_state = result.state.seeds.get(sid)
@@ -102,12 +103,13 @@ def test_nan_gradients_with_a_live_seed_roll_back_and_prune_every_live_seed():
 
     model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
                                            registry=registry, controller=FAST, loss_fn=_poisoned)
-    assert record["governor"] == {"verdict": "ROLLBACK", "reason": "governor_nan"}
-    assert math.isnan(float(record["val_loss"]))
+    assert (record.verdict, record.verdict_reason) == (Verdict.ROLLBACK, "governor_nan") and record.action is None
+    assert record.to_dict()["governor"] == {"verdict": "ROLLBACK", "reason": "governor_nan"}
+    assert math.isnan(record.val_loss) and record.to_dict()["val_loss"] == "nan"
     assert leaves_equal(state.params["host"], snapshot.params["host"])
     assert leaves_equal(state.buffers, snapshot.buffers)
-    pruned = [e for e in record["events"] if e["type"] == "SeedPruned"]
-    assert sorted((e["slot_id"], e["reason"], e["initiator"]) for e in pruned) == [
+    pruned = [e for e in record.events if isinstance(e, ef.SeedPruned)]
+    assert sorted((e.slot_id, e.reason, e.initiator) for e in pruned) == [
         (sid, "governor_nan", "governor") for sid in live
     ]
     for sid in live:
@@ -119,7 +121,7 @@ def test_nan_gradients_with_a_live_seed_roll_back_and_prune_every_live_seed():
     # Training goes on from the restored state.
     model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(30),
                                            registry=registry, controller=FAST)
-    assert math.isfinite(float(record["val_loss"])) and loop.consecutive_rollbacks == 0
+    assert math.isfinite(record.val_loss) and loop.consecutive_rollbacks == 0
 
 
 def test_the_snapshot_follows_esper_lites_schedule():
@@ -135,8 +137,8 @@ def test_the_snapshot_follows_esper_lites_schedule():
         model, state, loop, record = run_epoch(model, state, loop, dataset(), optimizer=optimizer, config=config(12),
                                                registry=ef.default_registry(), controller=FAST)
         if loop.last_good is not before:
-            snapshots.append(record["epoch"])
-            assert record["epoch"] % 5 == 0 or fossilized or before is None
+            snapshots.append(record.epoch)
+            assert record.epoch % 5 == 0 or fossilized or before is None
     assert 5 in snapshots and 10 in snapshots
     assert result.loop.epoch == 12
 

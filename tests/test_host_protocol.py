@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import itertools
 import pickle
 import re
 import sys
@@ -68,7 +69,7 @@ class SignalModule(nn.Module):
         self.in_channels = spec.in_channels
         self.p = spec.dropout
         widths = [spec.in_channels] + [spec.channels] * spec.stages
-        self.stages = nn.ModuleList(nn.Conv1d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:], strict=False))
+        self.stages = nn.ModuleList(nn.Conv1d(a, b, 3, padding=1) for a, b in itertools.pairwise(widths))
         self.head = nn.Linear(spec.channels, spec.num_classes)
 
     def forward(self, x: Tensor, start: int = 0, stop: int | None = None, rng: torch.Generator | None = None) -> Tensor:
@@ -270,7 +271,7 @@ def test_sweep_equals_stacked_predictions() -> None:
 
 
 def test_structure_and_states_round_trip_through_checkpoints() -> None:
-    model, params, buffers = seeded_model()
+    model, _, _ = seeded_model()
     data = model_to_dict(model)
     assert data["host"] == {"type": "SignalHost", **HOST.to_dict()}
     assert model_from_dict(data, REGISTRY) == model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -32,3 +33,22 @@ def test_import_prints_no_warning() -> None:
         [sys.executable, "-W", "default", "-c", "import esper_func"], capture_output=True, text=True, check=True
     )
     assert result.stderr == ""
+
+
+# Markdown links and images ([text](target), ![alt](target)), reference definitions ([id]: target)
+# and HTML attributes (href="target", src="target").
+_LINK_TARGETS = re.compile(
+    r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)"
+    r"|^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)"
+    r"|\b(?:href|src)\s*=\s*[\"']([^\"']+)[\"']",
+    re.MULTILINE,
+)
+
+
+def test_readme_links_are_absolute() -> None:
+    # The README is the project page on the package index, where a relative link leads nowhere.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [next(group for group in match.groups() if group) for match in _LINK_TARGETS.finditer(text)]
+    assert targets, "no links found: the pattern no longer matches the README"
+    relative = [target for target in targets if not re.match(r"(?:https?|mailto):", target)]
+    assert relative == [], f"README.md has relative links (make them https://github.com/esper-func/esper_func/blob/main/...): {relative}"

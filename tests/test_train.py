@@ -246,7 +246,7 @@ def test_the_epoch_loop_records_the_last_steps_gradients_once():
     assert metrics.gradient_norm_avg == pytest.approx(0.1 * float(last.seed_health["r0c0"].norm), rel=1e-6)
     assert after.seeds["r0c0"].telemetry.gradient_health == pytest.approx(float(last.seed_health["r0c0"].health))
     assert tree_equal(after.params, replay.params)
-    assert isinstance(record["train_loss"], float) and isinstance(record["train_accuracy"], float)
+    assert isinstance(record.train_loss, float) and isinstance(record.train_accuracy, float)
 
 
 def test_no_value_is_read_back_to_python_during_a_step(monkeypatch):

@@ -204,14 +204,14 @@ def main(epochs: int = 12, resume_at: int = 6, directory: str = "runs/tabular_ml
     model, state, loop = load_run(directory, registry=registry).restore(optimizer)
     resumed = train(model, state, data, registry, optimizer, epochs, loop=loop)
 
-    events = [event for record in full.loop.records for event in record["events"]]
+    events = [event for record in full.history for event in record.events]
     p = float(data.y_val.double().mean())
     return {
         "accuracy_before": before,
         "accuracy_after": accuracy(full.model, full.state, data),
         "majority_class": max(p, 1.0 - p),
-        "germinated": sum(e["type"] == "SeedGerminated" for e in events),
-        "stages_reached": sorted({e["to_stage"] for e in events if e["type"] == "StageChanged"}),
+        "germinated": sum(isinstance(e, ef.SeedGerminated) for e in events),
+        "stages_reached": sorted({e.to_stage.name for e in events if isinstance(e, ef.StageChanged)}),
         "sweep_at_resume": sweep,
         "resumed_equals_uninterrupted": same_run(resumed, full),
     }

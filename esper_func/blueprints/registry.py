@@ -18,11 +18,18 @@ hosts bring, and looks them up by name. It also holds the host classes of
 your own (:meth:`Registry.with_host`), so that a checkpoint of a model on
 such a host can be opened with it; the built-in hosts need no entry.
 
-Example::
-
-    reg = default_registry()
-    seed = reg.get("cnn", "conv_light").build(64)
-    mine = reg.with_blueprint(Blueprint("tiny", "cnn", build_tiny, 10, "my seed"))
+Examples:
+    >>> import torch
+    >>> from esper_func.blueprints import Blueprint, default_registry
+    >>> reg = default_registry()
+    >>> seed = reg.get("cnn", "conv_light").build(64)
+    >>> seed(torch.zeros(2, 64, 8, 8)).shape
+    torch.Size([2, 64, 8, 8])
+    >>> def build_tiny(dim):                        # module-level in real code, so it pickles
+    ...     return torch.nn.Conv2d(dim, dim, 1)
+    >>> mine = reg.with_blueprint(Blueprint("tiny", "cnn", build_tiny, 10, "my seed"))
+    >>> "cnn:tiny" in mine, "cnn:tiny" in reg       # the default registry is unchanged
+    (True, False)
 """
 
 from __future__ import annotations

@@ -130,9 +130,12 @@ class Topology(str):
     goes wherever a topology name goes (registry keys, ``germinate``,
     checkpoints, which store the name); it also carries what a slot needs
     to know about the features at the injection points of its hosts.
+    Build one with ``Topology(name, *, layout, isolate_blending,
+    probe_batch=2, probe_size=8)``; the name has no ``':'`` and no
+    whitespace.
 
-    Args:
-        name: the topology's name (``"cnn"``); no ``':'`` and no whitespace.
+    Attributes:
+        name: the topology's name (``"cnn"``), as a plain ``str``.
         layout: the features' dimensions, one upper-case letter each, batch
             ``B`` first and exactly one channel dimension ``C``: ``"BCHW"``
             (CNN), ``"BTC"`` (transformer), ``"BC"`` (a vector per sample).
@@ -144,18 +147,23 @@ class Topology(str):
             no gradient reaches the host through the seed. In TRAINING a
             seed is always isolated. esper-lite: ``True`` for CNNs (stable
             spatial hierarchies), ``False`` for transformers (co-adaptation).
-        probe_batch, probe_size: the shape probe that checks a new seed maps
-            features to features of the same shape: ``probe_batch`` samples,
-            ``probe_size`` along every dimension other than ``B`` and ``C``.
+        probe_batch: samples in the shape probe that checks a new seed maps
+            features to features of the same shape.
+        probe_size: the probe's size along every dimension other than ``B``
+            and ``C``.
 
     Raises:
-        InvalidTypeError, InvalidArgumentError: a malformed argument (the
-            message says what is allowed).
+        InvalidTypeError: an argument of the wrong type.
+        InvalidArgumentError: a malformed name or layout, or a probe size
+            below 1 (the message says what is allowed).
 
-    Example::
-
-        MLP = Topology("mlp", layout="BC", isolate_blending=True)
-        assert MLP == "mlp" and MLP.pool_dims == () and MLP.probe_shape(16) == (2, 16)
+    Examples:
+        >>> import esper_func as ef
+        >>> mlp = ef.Topology("mlp", layout="BC", isolate_blending=True)
+        >>> mlp == "mlp", mlp.pool_dims, mlp.probe_shape(16)
+        (True, (), (2, 16))
+        >>> ef.CNNHost().topology.pool_dims, ef.TransformerHost().topology.pool_dims
+        ((2, 3), (1,))
     """
 
     layout: str

@@ -1,12 +1,22 @@
 """The seed lifecycle, as one layer of pure values and functions.
 
 A slot's lifecycle is a frozen :class:`SeedState`; every operation is a pure
-function returning a new state and the events it caused::
+function returning a new state and the events it caused.
 
-    state = germinate("r0c0", "norm", seed_params=1_000, host_params=100_000)
-    state, result, events = advance(state, gates)          # -> TRAINING (G1)
-    state = record_accuracy(state, 61.0)
-    state, events = step_epoch(state, gates, auto_forward={GateLevel.G2})
+Examples:
+    >>> from esper_func.lifecycle import advance, germinate, record_accuracy, step_epoch
+    >>> from esper_func.lifecycle.gates import GateLevel, Gates
+    >>> gates = Gates()                                 # esper-lite's strict defaults
+    >>> state = germinate("r0c0", "norm", seed_params=1_000, host_params=100_000)
+    >>> state, result, events = advance(state, gates)  # G1: GERMINATED -> TRAINING
+    >>> result.passed, state.stage.name
+    (True, 'TRAINING')
+    >>> state = record_accuracy(state, 61.0)
+    >>> new, events = step_epoch(state, gates, auto_forward={GateLevel.G2})
+    >>> new.stage.name                                  # G2 wants 10 epochs in TRAINING
+    'TRAINING'
+    >>> state.metrics.epochs_total                      # the old state is left alone
+    1
 
 Modules (this package imports nothing of esper_func outside it but the base
 modules ``errors``, ``_validate`` and ``_pytree``):

@@ -128,3 +128,4 @@ class SeedPruned:
 
 
 LifecycleEvent: TypeAlias = SeedGerminated | GateEvaluated | StageChanged | SeedFossilized | SeedPruned
+"""Any lifecycle event: the union of the five event records."""

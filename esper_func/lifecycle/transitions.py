@@ -261,8 +261,9 @@ def germinate(
         topology: ``"cnn"``, ``"transformer"`` or a :class:`~esper_func.Topology`
             of your own (a host's ``host.topology``); its ``isolate_blending``
             decides gradient isolation from BLENDING on.
-        seed_params, host_params: trainable parameter counts, used to
+        seed_params: the seed's trainable parameter count, used to
             normalise the gradient ratio of gate G2 (0 = unknown).
+        host_params: the host's trainable parameter count (likewise).
 
     Use :func:`germinated_event` for the matching ``SeedGerminated`` event.
 

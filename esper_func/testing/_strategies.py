@@ -875,8 +875,8 @@ def models(
         blueprints: blueprint names to draw from (those the registry has).
         stages: the stages to draw (default: all but UNKNOWN).
         algorithms: the alpha algorithms to draw (default: all).
-        min_seeds, max_seeds: how many slots hold a seed (``max_seeds=None``:
-            up to every slot).
+        min_seeds: the least number of slots that hold a seed.
+        max_seeds: the most slots that hold a seed (``None``: every slot).
         dtype: floating dtype of every parameter and buffer.
     """
     if host is not None and not isinstance(host, st.SearchStrategy) and not _is_host(host):
