@@ -300,6 +300,29 @@ def test_a_host_spec_and_its_model_pickle_and_deepcopy() -> None:
     assert pickle.loads(pickle.dumps(REGISTRY)) == REGISTRY
 
 
+@settings(max_examples=6, deadline=None)
+@given(data=st.data())
+def test_esper_func_testing_draws_models_and_inputs_for_the_third_host(data: st.DataObject) -> None:
+    import esper_func.testing as eft
+
+    drawn = data.draw(eft.models(host=HOST, registry=REGISTRY, max_seeds=2))
+    x = data.draw(eft.inputs(drawn.model))
+    alphas = torch.full((drawn.model.n_slots,), 0.5)
+    out = ef.predict(drawn.model, drawn.params, drawn.buffers, alphas, x)
+    assert out.shape == (x.shape[0], HOST.num_classes) and torch.isfinite(out).all()
+    eft.assert_pure(ef.predict, drawn.model, drawn.params, drawn.buffers, alphas, x)
+
+
+def test_the_key_layout_moved_to_interop_and_is_still_importable_from_hosts() -> None:
+    from esper_func import hosts, interop
+    from esper_func.hosts import HOST_PREFIX, seed_key  # the old import path
+
+    assert HOST_PREFIX is interop.HOST_PREFIX and seed_key is interop.seed_key
+    assert interop.seed_key("r0c0", "w") == "seed_slots.r0c0.seed.w"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        hosts.nothing  # noqa: B018
+
+
 # --------------------------------------------------------------------------- protocol errors
 
 
