@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -694,7 +695,10 @@ def hosts(*, topology: str | None = None) -> st.SearchStrategy[Host]:
         in_channels=st.sampled_from([1, 3]),
     )
     options = {"cnn": cnn, "transformer": _transformer_hosts()}
-    return st.one_of(*(options[t] for t in _topologies(topology)))
+    drawn = [options[t] for t in _topologies(topology) if t in options]
+    if not drawn:
+        raise InvalidArgumentError(f"hosts(): no strategy draws {topology} hosts; it draws {sorted(options)}")
+    return st.one_of(*drawn)
 
 
 def _is_host(value: Any) -> bool:
@@ -709,17 +713,16 @@ def _is_host(value: Any) -> bool:
 def _inputs(draw: st.DrawFn, host: Any, max_batch: int) -> Tensor:
     batch = draw(st.integers(1, max_batch))
     generator = torch.Generator().manual_seed(draw(st.integers(0, _SEED_BITS)))
-    kwargs: dict[str, int]
-    if host.topology == "cnn":
+    # A small size, for an example_input that takes one (the built-in hosts' do).
+    sizes = inspect.signature(host.example_input).parameters
+    kwargs: dict[str, int] = {}
+    if "image_size" in sizes:
         pooled = getattr(host, "effective_pool_layers", getattr(host, "n_blocks", 3))
         # At least 2x2 on the smallest surface: a seed's GroupNorm needs more than one value per group.
         kwargs = {"image_size": draw(st.sampled_from([2 ** (pooled + 1), 2 ** (pooled + 2)]))}
-    else:
+    elif "seq_len" in sizes:
         kwargs = {"seq_len": draw(st.integers(1, min(8, getattr(host, "block_size", 8))))}
-    try:
-        batch_of_inputs: Tensor = host.example_input(batch, generator, **kwargs)
-    except TypeError:  # a host of your own whose example_input takes no size
-        batch_of_inputs = host.example_input(batch, generator)
+    batch_of_inputs: Tensor = host.example_input(batch, generator, **kwargs)
     return batch_of_inputs
 
 
