@@ -37,6 +37,7 @@ from esper_func.blueprints import Registry
 from esper_func.errors import (
     CheckpointError,
     DTypeError,
+    HostProtocolError,
     IllegalTransitionError,
     InvalidArgumentError,
     InvalidTypeError,
@@ -741,8 +742,14 @@ def model_to_dict(model: Model) -> dict[str, Any]:
                 "blueprint_kwargs": [[k, v] for k, v in slot.blueprint_kwargs],
             }
         )
+    spec = model.host.to_dict()
+    if "type" in spec:
+        raise HostProtocolError(
+            f"{type(model.host).__name__}.to_dict() has a 'type' entry; checkpoints keep the host's class name "
+            "there, so a host's constructor arguments cannot use that name"
+        )
     return {
-        "host": {"type": type(model.host).__name__, **model.host.to_dict()},
+        "host": {"type": type(model.host).__name__, **spec},
         "slot_order": list(model.slot_order),
         "slots": slots,
         "stages": [int(s) for s in model.stages],

@@ -285,6 +285,24 @@ def test_structure_and_states_round_trip_through_checkpoints() -> None:
     assert state_to_dict(ef.germinate("r0c0", "norm"))["topology"] == "cnn"  # built-in: the name, as before
 
 
+# model_to_dict() of a CNN model as esper_func wrote it before hosts became a protocol.
+OLD_STRUCTURE = {
+    "host": {"type": "CNNHost", "num_classes": 4, "n_blocks": 2, "base_channels": 4, "pool_layers": None,
+             "memory_format": "contiguous_format", "kernel_size": 3, "in_channels": 1},
+    "slot_order": ["r0c0", "r1c0"],
+    "slots": [{"topology": "cnn", "blueprint": "norm", "channels": 4, "algorithm": 1, "gated": False,
+               "blueprint_kwargs": []}, None],
+    "stages": [4, 1],
+}  # fmt: skip
+
+
+def test_structures_written_before_the_protocol_load_and_are_written_the_same() -> None:
+    model = model_from_dict(OLD_STRUCTURE, ef.default_registry())
+    assert model.host == ef.CNNHost(in_channels=1, num_classes=4, n_blocks=2, base_channels=4, memory_format="contiguous_format")
+    assert model.slot("r0c0").topology is CNN_TOPOLOGY and model.stage("r0c0") == S.BLENDING
+    assert model_to_dict(model) == OLD_STRUCTURE
+
+
 def test_esper_lite_layout_state_dicts_work_for_the_third_host() -> None:
     model, params, buffers = seeded_model()
     sd = ef.to_state_dict(model, params, buffers)
@@ -381,6 +399,17 @@ def test_a_host_that_breaks_the_protocol_is_refused_clearly(host: Any, pattern: 
     assert isinstance(info.value, ef.EsperFuncError) and isinstance(info.value, TypeError)
     assert ef.HostProtocolError is HostProtocolError
     assert "esper_func.HostBase" in str(info.value)  # the message says how to fix it
+
+
+@dataclasses.dataclass(frozen=True)
+class TypedHost(SignalHost):
+    type: str = "x"
+
+
+def test_a_host_whose_spec_uses_the_type_key_cannot_be_checkpointed() -> None:
+    model, _, _ = ef.build_model(TypedHost(), ())
+    with pytest.raises(HostProtocolError, match="'type' entry"):
+        model_to_dict(model)
 
 
 def test_interop_refuses_a_non_host() -> None:
