@@ -14,9 +14,10 @@ stage numbers read from an esper-lite checkpoint mean the same here::
 
 from __future__ import annotations
 
-from enum import IntEnum
 from types import MappingProxyType
 from typing import Final, Literal
+
+from esper_func._validate import CheckedIntEnum
 
 __all__ = [
     "SeedStage",
@@ -37,7 +38,7 @@ Topology = Literal["cnn", "transformer"]
 TOPOLOGIES: Final[tuple[str, ...]] = ("cnn", "transformer")
 
 
-class SeedStage(IntEnum):
+class SeedStage(CheckedIntEnum):
     """Lifecycle stage of the seed in one slot."""
 
     UNKNOWN = 0
