@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from esper_func.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
+    "CheckedIntEnum",
     "check_bool",
     "check_choice",
     "check_enum",
@@ -31,6 +32,19 @@ __all__ = [
 ]
 
 E = TypeVar("E", bound=IntEnum)
+
+
+class CheckedIntEnum(IntEnum):
+    """An ``IntEnum`` whose lookup of an unknown value raises :class:`InvalidArgumentError` naming the members.
+
+    ``SeedStage(99)`` then says which values exist instead of Python's bare
+    ``ValueError`` (``InvalidArgumentError`` is also a ``ValueError``).
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        members = ", ".join(f"{m.name}={m.value}" for m in cls)
+        raise InvalidArgumentError(f"{value!r} is not a {cls.__name__}; the members are {members}")
 
 
 def describe(value: Any) -> str:

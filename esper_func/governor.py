@@ -70,13 +70,12 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
-from enum import IntEnum
 from typing import Final
 
 import torch
 
 from esper_func._pytree import pytree_dataclass
-from esper_func._validate import check_choice, check_float, check_int
+from esper_func._validate import CheckedIntEnum, check_choice, check_float, check_int
 from esper_func.errors import InvalidArgumentError, InvalidTypeError
 from esper_func.lifecycle.events import LifecycleEvent
 from esper_func.lifecycle.stages import SeedStage
@@ -129,7 +128,7 @@ DEFAULT_SNAPSHOT_INTERVAL: Final[int] = 5
 DEFAULT_MAX_CONSECUTIVE_ROLLBACKS: Final[int] = 3
 
 
-class Verdict(IntEnum):
+class Verdict(CheckedIntEnum):
     """The governor's verdict on one loss."""
 
     OK = 0  #: healthy; the loss was recorded, the state may become the last good one

@@ -80,6 +80,8 @@ CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
     "registry: unknown topology": (lambda _: REGISTRY.names("rnn"), "rnn"),
     "registry: unknown blueprint": (lambda _: REGISTRY.get("cnn", "nothing"), "nothing"),
     # lifecycle
+    "SeedStage: unknown value": (lambda _: ef.SeedStage(99), "members"),
+    "AlphaAlgorithm: unknown value": (lambda _: ef.AlphaAlgorithm(7), "ADD"),
     "record_accuracy: NaN": (lambda _: ef.record_accuracy(ST, float("nan")), "NaN"),
     "record_accuracy: a string": (lambda _: ef.record_accuracy(ST, "high"), "real number"),
     "record_gradients: negative norm": (lambda _: ef.record_gradients(ST, host_grad_norm=-1.0, seed_grad_norm=1.0), "host_grad_norm"),

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from enum import IntEnum
 
-from esper_func._validate import check_choice, check_enum, check_int, check_str
+from esper_func._validate import CheckedIntEnum, check_choice, check_enum, check_int, check_str
 from esper_func.errors import IllegalTransitionError, InvalidArgumentError, InvalidTypeError
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.events import LifecycleEvent
@@ -27,7 +26,7 @@ __all__ = ["Action", "ActionKind", "apply_action"]
 Events = tuple[LifecycleEvent, ...]
 
 
-class ActionKind(IntEnum):
+class ActionKind(CheckedIntEnum):
     """What a controller asks for (values of esper-lite's ``LifecycleOp``; 2, SET_ALPHA_TARGET, is unused)."""
 
     WAIT = 0

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from enum import IntEnum
 from typing import Any, Final
 
 from esper_func._pytree import pytree_dataclass, static_field
-from esper_func._validate import check_enum, check_float, check_int
+from esper_func._validate import CheckedIntEnum, check_enum, check_float, check_int
 from esper_func.errors import IllegalTransitionError, InvalidArgumentError
 
 __all__ = [
@@ -53,7 +52,7 @@ DEFAULT_STEEPNESS: Final[float] = 12.0
 MIN_STEEPNESS: Final[float] = 0.1
 
 
-class AlphaAlgorithm(IntEnum):
+class AlphaAlgorithm(CheckedIntEnum):
     """How a seed is composed with the host (values as in esper-lite)."""
 
     ADD = 1
@@ -61,7 +60,7 @@ class AlphaAlgorithm(IntEnum):
     GATE = 3
 
 
-class AlphaMode(IntEnum):
+class AlphaMode(CheckedIntEnum):
     """Direction of the controller (values as in esper-lite's leyline)."""
 
     HOLD = 0
@@ -69,7 +68,7 @@ class AlphaMode(IntEnum):
     DOWN = 2
 
 
-class AlphaCurve(IntEnum):
+class AlphaCurve(CheckedIntEnum):
     """Easing curve of a ramp (values as in esper-lite's leyline)."""
 
     LINEAR = 1

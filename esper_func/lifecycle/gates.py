@@ -32,11 +32,10 @@ FOSSILIZED            G5     counterfactual measured; seed healthy;
 from __future__ import annotations
 
 import dataclasses
-from enum import IntEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from esper_func._validate import check_bool, check_float, check_int
+from esper_func._validate import CheckedIntEnum, check_bool, check_float, check_int
 from esper_func.errors import IllegalTransitionError
 from esper_func.lifecycle.alpha import AlphaMode
 from esper_func.lifecycle.stages import SeedStage
@@ -76,7 +75,7 @@ DEFAULT_GRADIENT_EMA_DECAY: Final[float] = 0.9
 _EPS: Final[float] = 1e-6
 
 
-class GateLevel(IntEnum):
+class GateLevel(CheckedIntEnum):
     """Quality gate levels (esper-lite's values; 4 is unused since its G4 was removed)."""
 
     G0 = 0  # germination sanity

@@ -14,11 +14,12 @@ stage numbers read from an esper-lite checkpoint mean the same here::
 
 from __future__ import annotations
 
-from enum import IntEnum
 from types import MappingProxyType
 from typing import Final
 
 from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology
+
+from esper_func._validate import CheckedIntEnum
 
 __all__ = [
     "SeedStage",
@@ -40,7 +41,7 @@ __all__ = [
 TOPOLOGIES: Final[tuple[str, ...]] = tuple(BUILTIN_TOPOLOGIES)
 
 
-class SeedStage(IntEnum):
+class SeedStage(CheckedIntEnum):
     """Lifecycle stage of the seed in one slot."""
 
     UNKNOWN = 0
