@@ -17,9 +17,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology
-
 from esper_func._validate import CheckedIntEnum
+from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology
 
 __all__ = [
     "SeedStage",
