@@ -18,6 +18,7 @@ from esper_func.lifecycle.alpha import tick as tick
 from esper_func import checkpoint as checkpoint
 from esper_func import counterfactual as counterfactual
 from esper_func import data as data
+from esper_func import hosts as hosts
 from esper_func import optim as optim
 from esper_func import train as train
 
@@ -42,6 +43,8 @@ from esper_func.errors import BlueprintExistsError as BlueprintExistsError
 from esper_func.errors import CheckpointError as CheckpointError
 from esper_func.errors import DTypeError as DTypeError
 from esper_func.errors import EsperFuncError as EsperFuncError
+from esper_func.errors import HostConfigError as HostConfigError
+from esper_func.errors import HostProtocolError as HostProtocolError
 from esper_func.errors import IllegalTransitionError as IllegalTransitionError
 from esper_func.errors import ImmutableError as ImmutableError
 from esper_func.errors import InvalidArgumentError as InvalidArgumentError
@@ -49,9 +52,12 @@ from esper_func.errors import InvalidTypeError as InvalidTypeError
 from esper_func.errors import MissingDependencyError as MissingDependencyError
 from esper_func.errors import ParamsMismatchError as ParamsMismatchError
 from esper_func.errors import RunDirectoryError as RunDirectoryError
+from esper_func.errors import SegmentRangeError as SegmentRangeError
 from esper_func.errors import ShapeError as ShapeError
 from esper_func.errors import TrainingDivergedError as TrainingDivergedError
 from esper_func.errors import UnknownBlueprintError as UnknownBlueprintError
+from esper_func.errors import UnknownHostError as UnknownHostError
+from esper_func.errors import UnknownSlotError as UnknownSlotError
 from esper_func.errors import UnknownTopologyError as UnknownTopologyError
 
 # Lifecycle events and gates
@@ -66,12 +72,13 @@ from esper_func.lifecycle.gates import GateResult as GateResult
 from esper_func.lifecycle.gates import Gates as Gates
 from esper_func.lifecycle.gates import check_gate as check_gate
 
-# Hosts
+# Hosts (the protocol, topologies and the built-in hosts)
 from esper_func.hosts import CNNHost as CNNHost
-from esper_func.hosts import HostConfigError as HostConfigError
-from esper_func.hosts import SegmentRangeError as SegmentRangeError
+from esper_func.hosts import Host as Host
+from esper_func.hosts import HostBase as HostBase
+from esper_func.hosts import InjectionPoint as InjectionPoint
+from esper_func.hosts import Topology as Topology
 from esper_func.hosts import TransformerHost as TransformerHost
-from esper_func.hosts import UnknownSlotError as UnknownSlotError
 
 # Interop with esper-lite checkpoints
 from esper_func.interop import from_esper_lite as from_esper_lite

@@ -43,11 +43,14 @@ import torch.nn.functional as F
 
 from esper_func.errors import (
     CheckpointError,
+    DTypeError,
     EsperFuncError,
     InvalidArgumentError,
     MissingDependencyError,
     RunDirectoryError,
+    ShapeError,
 )
+from esper_func.hosts import BUILTIN_HOSTS
 
 __all__ = ["main"]
 
@@ -57,6 +60,8 @@ MAX_EPOCHS = 1_000_000
 MAX_SEED = 2**63 - 1
 #: ``(image channels, classes)`` of the built-in datasets.
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 10), "synthetic": (1, 4)}
+#: The built-in host classes by topology name (``import-esper-lite --host``).
+_BUILTIN_HOST_CLASSES: dict[str, type[Any]] = {cls.topology.name: cls for cls in BUILTIN_HOSTS.values()}
 
 _T = TypeVar("_T")
 
@@ -665,24 +670,38 @@ def _resume(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sweep
 
 
-def _check_data_fits(model: Any, data: Any, dataset: str, out: Path) -> None:
-    import esper_func as ef
+def _takes(host: Any, sample: Any, classes: int) -> str | None:
+    """Why ``host`` cannot classify ``sample``-shaped inputs into ``classes`` classes (``None``: it can)."""
+    try:
+        shapes = host.surface_shapes(sample)
+    except (ShapeError, DTypeError) as exc:
+        return str(exc)
+    outputs = shapes[-1][-1] if shapes[-1] else None
+    if outputs != classes:
+        return f"its output has {outputs} classes, the dataset {classes}"
+    return None
 
+
+def _check_data_fits(model: Any, data: Any, dataset: str, out: Path) -> None:
     host = model.host
     channels, classes = int(data.x_val.shape[1]), int(data.num_classes)
-    if not isinstance(host, ef.CNNHost):
-        raise InvalidArgumentError(
-            f"the run in {out} has a {type(host).__name__}; the built-in datasets ({', '.join(sorted(DATASET_SHAPES))}) "
-            "are images, which only a CNNHost takes"
-        )
-    if (channels, classes) != (host.in_channels, host.num_classes):
-        fits = [n for n, shape in DATASET_SHAPES.items() if shape == (host.in_channels, host.num_classes)]
-        known = "; ".join(f"{n}: {c} channel(s), {k} classes" for n, (c, k) in DATASET_SHAPES.items())
-        raise InvalidArgumentError(
-            f"dataset {dataset!r} ({channels} channel(s), {classes} classes) does not fit the run's model "
-            f"(in_channels={host.in_channels}, num_classes={host.num_classes}); "
-            + (f"use --data {' or '.join(fits)}" if fits else f"none of the built-in datasets fits it ({known})")
-        )
+    sample = data.x_val[:1]
+    if not hasattr(host, "surface_shapes"):  # a host of your own without HostBase: let the forward say it
+        return
+    problem = _takes(host, sample, classes)
+    if problem is None:
+        return
+    fits = [
+        name
+        for name, (c, k) in DATASET_SHAPES.items()
+        if name != dataset and _takes(host, torch.empty((1, c, *sample.shape[2:]), dtype=sample.dtype, device="meta"), k) is None
+    ]
+    known = "; ".join(f"{n}: {c} channel(s), {k} classes" for n, (c, k) in DATASET_SHAPES.items())
+    raise InvalidArgumentError(
+        f"dataset {dataset!r} ({channels} channel(s), {classes} classes) does not fit the run's model "
+        f"({host!r}: {problem}); "
+        + (f"use --data {' or '.join(fits)}" if fits else f"none of the built-in datasets fits it ({known})")
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -760,9 +779,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _host_from_args(args: argparse.Namespace) -> Any:
-    import esper_func as ef
 
-    cls = ef.CNNHost if args.host == "cnn" else ef.TransformerHost
+    cls = _BUILTIN_HOST_CLASSES[args.host]
     known = sorted(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
     fields: dict[str, Any] = {}
     for item in args.host_arg or []:
@@ -927,7 +945,7 @@ def _parser() -> _Parser:
     imp = sub.add_parser("import-esper-lite", help="import an esper-lite MorphogeneticModel checkpoint")
     imp.add_argument("checkpoint", help="a torch file holding the esper-lite state dict")
     imp.add_argument("dir", type=_directory_arg, help="the run directory to create (missing or empty)")
-    imp.add_argument("--host", choices=["cnn", "transformer"], default="cnn", help="the host esper-lite used")
+    imp.add_argument("--host", choices=sorted(_BUILTIN_HOST_CLASSES), default="cnn", help="the host esper-lite used")
     imp.add_argument("--host-arg", action="append", metavar="KEY=VALUE", help="a host constructor argument (repeatable)")
     imp.set_defaults(run=_import)
     parser.commands = {"demo": demo, "resume": resume, "sweep": sweep, "import-esper-lite": imp}

@@ -108,11 +108,12 @@ from typing import Final, TypeAlias
 
 from esper_func._validate import check_choice, check_enum, check_float, check_int, describe
 from esper_func.errors import InvalidArgumentError, InvalidTypeError, UnknownBlueprintError, UnknownTopologyError
+from esper_func.hosts import resolve_topology
 from esper_func.lifecycle.actions import Action, ActionKind, apply_action
 from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaMode
 from esper_func.lifecycle.events import LifecycleEvent, SeedGerminated, SeedPruned
 from esper_func.lifecycle.gates import DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE
-from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import BLEND_ALGORITHMS, SeedState, is_free
 
 __all__ = [
@@ -215,7 +216,10 @@ class HeuristicConfig:
     amplitude).
 
     ``blueprint_rotation=None`` picks :data:`DEFAULT_BLUEPRINT_ROTATION` for the
-    observed topology. Accuracies and improvements are in percentage points.
+    observed topology; a topology of your own, which has no default, rotates
+    through every blueprint the registry holds for it (the observation's
+    ``available_blueprints``, smallest first). Accuracies and improvements
+    are in percentage points.
     """
 
     # germination triggers
@@ -292,16 +296,29 @@ class HeuristicConfig:
             )
         set_(self, "algorithm", algorithm)
 
-    def rotation_for(self, topology: str) -> tuple[str, ...]:
-        """The blueprint rotation used for ``topology``."""
+    def rotation_for(self, topology: str, available: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The blueprint rotation used for ``topology``.
+
+        The configured rotation if any, else the default one of a built-in
+        topology, else ``available`` (the registry's blueprint names for
+        ``topology``).
+
+        Raises:
+            UnknownTopologyError: none of the three exists; the message says
+                how to give a rotation.
+        """
         if self.blueprint_rotation is not None:
             return self.blueprint_rotation
-        try:
-            return DEFAULT_BLUEPRINT_ROTATION[topology]
-        except KeyError:
-            raise UnknownTopologyError(
-                f"unknown topology {topology!r}; expected one of {list(DEFAULT_BLUEPRINT_ROTATION)}"
-            ) from None
+        default = DEFAULT_BLUEPRINT_ROTATION.get(str(topology))
+        if default is not None:
+            return default
+        if available:
+            return tuple(available)
+        raise UnknownTopologyError(
+            f"no blueprint rotation for topology {topology!r}: it has no default (defaults exist for "
+            f"{list(DEFAULT_BLUEPRINT_ROTATION)}) and no blueprints were offered; pass "
+            "HeuristicConfig(blueprint_rotation=...) or register blueprints for it"
+        )
 
 
 # --------------------------------------------------------------------------- observation
@@ -344,7 +361,8 @@ class Observation:
     Fields:
         epoch: the current epoch (esper-lite counts from 1).
         max_epochs: the planned number of epochs.
-        topology: ``"cnn"`` or ``"transformer"``.
+        topology: ``"cnn"``, ``"transformer"`` or a :class:`~esper_func.Topology`
+            of your own (the host's ``host.topology``).
         val_accuracy: validation accuracy of this epoch, percent (0-100).
         val_loss, train_loss: this epoch's losses.
         accuracy_history, loss_history: validation accuracy and validation
@@ -389,8 +407,10 @@ class Observation:
         max_epochs = check_int(f"{owner}.max_epochs", self.max_epochs, minimum=0)
         if epoch > max_epochs:
             raise InvalidArgumentError(f"{owner}.epoch ({epoch}) exceeds max_epochs ({max_epochs})")
-        if self.topology not in TOPOLOGIES:
-            raise UnknownTopologyError(f"{owner}.topology must be one of {list(TOPOLOGIES)}; got {self.topology!r}")
+        try:
+            resolve_topology(self.topology)
+        except UnknownTopologyError as exc:
+            raise UnknownTopologyError(f"{owner}.topology: {exc}") from None
         for name in ("val_accuracy", "val_loss", "train_loss"):
             set_(self, name, _number(f"{owner}.{name}", getattr(self, name)))
         acc = _floats(f"{owner}.accuracy_history", self.accuracy_history)
@@ -540,7 +560,7 @@ def select_blueprint(
 
 def recall(config: HeuristicConfig, observation: Observation) -> PolicyMemory:
     """Recompute the heuristic's memory from ``observation`` (pure; see the module docstring)."""
-    rotation = config.rotation_for(observation.topology)
+    rotation = config.rotation_for(observation.topology, observation.available_blueprints)
     decay = config.blueprint_penalty_decay
     penalties: dict[str, float] = {}
     decayed_to: int | None = None
@@ -711,7 +731,7 @@ def decide(config: HeuristicConfig, observation: Observation) -> Action:
         raise InvalidTypeError(f"decide() expects a HeuristicConfig first; got {type(config).__name__}")
     if not isinstance(observation, Observation):
         raise InvalidTypeError(f"decide() expects an Observation; got {type(observation).__name__}")
-    rotation = config.rotation_for(observation.topology)
+    rotation = config.rotation_for(observation.topology, observation.available_blueprints)
     _check_rotation(rotation, observation)
     live = next((view for view in observation.slots if is_live(view.state)), None)
     if live is None:

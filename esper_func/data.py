@@ -158,14 +158,16 @@ def _tensor_bytes(t: Tensor) -> bytes:
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """An image classification dataset split into train and validation tensors.
+    """A classification dataset split into train and validation tensors.
 
     A frozen pytree: ``tree_map`` over it (e.g. ``.to(device)``) maps the
     four tensors; ``num_classes``, ``name`` and ``info`` are static. Shapes
     and label dtypes are checked when all four fields are tensors.
 
     Attributes:
-        x_train, x_val: images ``[N, C, H, W]``, ``float32``.
+        x_train, x_val: inputs ``[N, ...]``: images ``[N, C, H, W]`` (the
+            built-in datasets), feature vectors ``[N, F]`` for a host of your
+            own, ...; whatever one sample of the model's host input is.
         y_train, y_val: labels ``[N]``, ``int64`` in ``[0, num_classes)``.
         num_classes: number of classes.
         name: a short identifier (``"digits"``, ``"synthetic"``, ``"cifar10"``).
@@ -186,14 +188,15 @@ class Dataset:
             return  # a tree transformation with non-tensor leaves (e.g. tree_map(lambda t: t.shape, ds))
         for split in ("train", "val"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
                 raise ShapeError(
-                    f"{split} split must be images [N, C, H, W] and labels [N]; got {tuple(x.shape)} and {tuple(y.shape)}"
+                    f"{split} split must be inputs [N, ...] (e.g. images [N, C, H, W]) and labels [N]; "
+                    f"got {tuple(x.shape)} and {tuple(y.shape)}"
                 )
             if y.dtype != torch.int64:
                 raise DTypeError(f"y_{split} must be int64; got {y.dtype}")
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
-            raise ShapeError(f"train and val images differ in shape: {tuple(self.x_train.shape[1:])} vs {tuple(self.x_val.shape[1:])}")
+            raise ShapeError(f"train and val inputs differ in shape: {tuple(self.x_train.shape[1:])} vs {tuple(self.x_val.shape[1:])}")
         if self.info is not None and not isinstance(self.info, DataInfo):
             raise InvalidTypeError(f"info must be a DataInfo or None; got {describe(self.info)}")
 
@@ -209,7 +212,9 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)``."""
+        """``(C, H, W)`` of an image dataset."""
+        if self.x_train.ndim != 4:
+            raise ShapeError(f"{self.name!r} holds inputs of shape {tuple(self.x_train.shape[1:])}, not images (C, H, W)")
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
 

@@ -26,6 +26,11 @@ __all__ = [
     "RunDirectoryError",
     "MissingDependencyError",
     "ImmutableError",
+    "HostConfigError",
+    "HostProtocolError",
+    "UnknownHostError",
+    "UnknownSlotError",
+    "SegmentRangeError",
 ]
 
 
@@ -57,7 +62,7 @@ class BlueprintExistsError(EsperFuncError, ValueError):
 
 
 class UnknownTopologyError(EsperFuncError, ValueError):
-    """A topology other than ``"cnn"`` or ``"transformer"``."""
+    """A topology name that is neither built in (``"cnn"``, ``"transformer"``) nor given as a :class:`~esper_func.Topology`."""
 
 
 class ShapeError(EsperFuncError, ValueError):
@@ -95,3 +100,33 @@ class MissingDependencyError(EsperFuncError, ImportError):
 
 class ImmutableError(EsperFuncError, AttributeError):
     """Setting or deleting an attribute of an immutable value (a registry): build a new one instead."""
+
+
+class HostConfigError(EsperFuncError, ValueError):
+    """A host constructor argument of the wrong type or out of range."""
+
+
+class HostProtocolError(EsperFuncError, TypeError):
+    """A host that does not implement the host protocol (:class:`esper_func.hosts.Host`).
+
+    The message names the host's class, the member that is missing or wrong,
+    and what the protocol requires of it.
+    """
+
+
+class UnknownHostError(EsperFuncError, KeyError):
+    """A host class name (in a checkpoint) that is neither built in nor in the registry."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownSlotError(EsperFuncError, KeyError, ValueError):
+    """A slot id the host does not expose (or the model does not enable)."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class SegmentRangeError(EsperFuncError, ValueError):
+    """A ``start``/``stop`` surface pair the host cannot route."""

@@ -37,22 +37,8 @@ from torch import Tensor, nn
 
 from esper_func._rng import run_seeded, split_seeds
 from esper_func.blueprints import Registry, default_registry
-from esper_func.errors import CheckpointError, InvalidTypeError, UnknownBlueprintError
-from esper_func.hosts import (
-    EXTRA_STATE_KEY,
-    GATE_PREFIX,
-    HOST_PREFIX,
-    SEED_PREFIX,
-    SLOTS_PREFIX,
-    CNNHost,
-    Host,
-    TransformerHost,
-    extra_state_key,
-    gate_key,
-    host_key,
-    parse_model_key,
-    seed_key,
-)
+from esper_func.errors import CheckpointError, InvalidArgumentError, InvalidTypeError, UnknownBlueprintError
+from esper_func.hosts import Host, check_host
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.codec import EXTRA_STATE_VERSION, slot_extra_state, state_from_slot_extra_state
 from esper_func.lifecycle.stages import SeedStage
@@ -61,7 +47,18 @@ from esper_func.model import Buffers, Model, Params, check_tree
 from esper_func.slot import GateNetwork, Slot, detached_copies
 
 __all__ = [
+    "EXTRA_STATE_KEY",
     "EXTRA_STATE_VERSION",
+    "GATE_PREFIX",
+    "HOST_PREFIX",
+    "SEED_PREFIX",
+    "SLOTS_PREFIX",
+    "extra_state_key",
+    "gate_key",
+    "host_key",
+    "parse_model_key",
+    "seed_key",
+    "slot_prefix",
     "to_state_dict",
     "from_state_dict",
     "from_esper_lite",
@@ -74,6 +71,85 @@ _GATE_STAGES: Final[frozenset[SeedStage]] = frozenset({SeedStage.BLENDING, SeedS
 _PRE_GATE_STAGES: Final[frozenset[SeedStage]] = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING})
 
 _MAX_LISTED: Final[int] = 12
+
+# ---------------------------------------------------------------------------
+# esper-lite MorphogeneticModel key layout
+# ---------------------------------------------------------------------------
+#
+# The model registers the host as ``host`` and the slots in an
+# ``nn.ModuleDict`` called ``seed_slots`` keyed by slot id, so its keys are::
+#
+#     host.<host key>                                   e.g. host.blocks.0.conv.weight
+#     seed_slots.<slot_id>.seed.<blueprint key>         the seed module
+#     seed_slots.<slot_id>.alpha_schedule.<gate key>    GatedBlend, e.g. ...alpha_schedule.gate.0.weight
+#     seed_slots.<slot_id>._extra_state                 the slot's lifecycle state (get_extra_state)
+#
+# The layout is the same for every host: host keys are whatever the host
+# module's state_dict() names.
+
+#: Prefix of every host key in an esper-lite ``MorphogeneticModel`` state_dict.
+HOST_PREFIX: Final[str] = "host."
+#: Prefix of every slot key (``seed_slots.<slot_id>.``).
+SLOTS_PREFIX: Final[str] = "seed_slots."
+#: Sub-prefix, inside a slot, of the seed module's keys.
+SEED_PREFIX: Final[str] = "seed."
+#: Sub-prefix, inside a slot, of the gate network (esper-lite's ``GatedBlend``,
+#: whose own keys are ``gate.0.weight``, ``gate.0.bias``, ``gate.2.weight``, ...).
+GATE_PREFIX: Final[str] = "alpha_schedule."
+#: Key, inside a slot, of the lifecycle state written by ``SeedSlot.get_extra_state``.
+EXTRA_STATE_KEY: Final[str] = "_extra_state"
+
+def host_key(name: str) -> str:
+    """The MorphogeneticModel key of host state_dict entry ``name``."""
+    return HOST_PREFIX + name
+
+
+def slot_prefix(slot_id: str) -> str:
+    """``"seed_slots.<slot_id>."``, the prefix of every key of one slot."""
+    return f"{SLOTS_PREFIX}{slot_id}."
+
+
+def seed_key(slot_id: str, name: str) -> str:
+    """The MorphogeneticModel key of seed state_dict entry ``name`` in ``slot_id``."""
+    return slot_prefix(slot_id) + SEED_PREFIX + name
+
+
+def gate_key(slot_id: str, name: str) -> str:
+    """The MorphogeneticModel key of gate entry ``name`` (e.g. ``"gate.0.weight"``)."""
+    return slot_prefix(slot_id) + GATE_PREFIX + name
+
+
+def extra_state_key(slot_id: str) -> str:
+    """The MorphogeneticModel key of the slot's serialised lifecycle state."""
+    return slot_prefix(slot_id) + EXTRA_STATE_KEY
+
+
+def parse_model_key(key: str) -> tuple[str, str | None, str]:
+    """Split an esper-lite ``MorphogeneticModel`` key into ``(kind, slot_id, name)``.
+
+    ``kind`` is ``"host"``, ``"seed"``, ``"gate"`` or ``"extra_state"``;
+    ``slot_id`` is ``None`` for host keys; ``name`` is the key inside the host,
+    seed or gate module (``""`` for ``extra_state``).
+
+    Raises ``ValueError`` for a key that fits none of these forms.
+    """
+    if key.startswith(HOST_PREFIX):
+        return "host", None, key[len(HOST_PREFIX) :]
+    if key.startswith(SLOTS_PREFIX):
+        rest = key[len(SLOTS_PREFIX) :]
+        slot_id, dot, inner = rest.partition(".")
+        if dot and slot_id:
+            if inner == EXTRA_STATE_KEY:
+                return "extra_state", slot_id, ""
+            if inner.startswith(SEED_PREFIX):
+                return "seed", slot_id, inner[len(SEED_PREFIX) :]
+            if inner.startswith(GATE_PREFIX):
+                return "gate", slot_id, inner[len(GATE_PREFIX) :]
+    raise InvalidArgumentError(
+        f"unrecognised MorphogeneticModel state_dict key {key!r}; expected "
+        f"'{HOST_PREFIX}<name>', '{SLOTS_PREFIX}<slot>.{SEED_PREFIX}<name>', "
+        f"'{SLOTS_PREFIX}<slot>.{GATE_PREFIX}<name>' or '{SLOTS_PREFIX}<slot>.{EXTRA_STATE_KEY}'"
+    )
 
 
 def _listing(keys: list[str]) -> str:
@@ -424,7 +500,8 @@ def from_esper_lite(
             output with ``states``.
         host: the host spec the checkpoint was trained with
             (:class:`~esper_func.hosts.CNNHost` / :class:`~esper_func.hosts.TransformerHost`
-            with the same constructor arguments).
+            with the same constructor arguments, or any :class:`~esper_func.hosts.Host`
+            whose module has the checkpoint's ``host.*`` keys).
         registry: where the seeds' blueprints are looked up (default
             :func:`esper_func.default_registry`).
 
@@ -460,9 +537,9 @@ def from_esper_lite(
             ``SeedMetrics`` schema version, an unknown blueprint (lists the
             available ones), missing / unexpected keys, wrong shapes or dtypes.
             The message names the key.
+        HostProtocolError: ``host`` is not a host spec.
     """
-    if not isinstance(host, (CNNHost, TransformerHost)):
-        raise InvalidTypeError(f"host must be a CNNHost or TransformerHost spec; got {type(host).__name__}")
+    check_host(host)
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"a state dict must be a mapping of key -> tensor; got {type(state_dict).__name__}")
     registry = default_registry() if registry is None else registry

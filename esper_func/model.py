@@ -37,14 +37,16 @@ from esper_func.blueprints import Registry
 from esper_func.errors import (
     CheckpointError,
     DTypeError,
+    HostProtocolError,
     IllegalTransitionError,
     InvalidArgumentError,
     InvalidTypeError,
     ParamsMismatchError,
     ShapeError,
     UnknownBlueprintError,
+    UnknownHostError,
 )
-from esper_func.hosts import CNNHost, Host, TransformerHost, UnknownSlotError
+from esper_func.hosts import Host, UnknownSlotError, check_host, check_host_module
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.stages import GATED_STAGES, SEEDLESS_STAGES, SeedStage, is_active_stage
 from esper_func.slot import (
@@ -135,8 +137,9 @@ class Model:
     """Static structure of a host with seed slots (hashable; holds no tensors).
 
     Attributes:
-        host: the host spec (:class:`~esper_func.hosts.CNNHost` or
-            :class:`~esper_func.hosts.TransformerHost`).
+        host: the host spec: :class:`~esper_func.hosts.CNNHost`,
+            :class:`~esper_func.hosts.TransformerHost` or any other
+            :class:`~esper_func.hosts.Host`.
         slot_order: the enabled injection points, in forward execution order;
             this is the order of the alpha vector.
         slots: per enabled slot, its :class:`Slot`, or ``None`` when empty.
@@ -149,8 +152,7 @@ class Model:
     stages: tuple[SeedStage, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, (CNNHost, TransformerHost)):
-            raise InvalidTypeError(f"host must be a CNNHost or TransformerHost spec, got {type(self.host).__name__}")
+        check_host(self.host)
         order = tuple(self.slot_order)
         known = self.host.slot_ids
         for slot_id in order:
@@ -189,6 +191,7 @@ class Model:
     def _build_runtime(self) -> None:
         # Derived, non-field attributes: excluded from eq/hash/repr, rebuilt on unpickling.
         host_eval = on_meta(lambda: self.host.build_module(), train=False)
+        check_host_module(self.host, host_eval)
         # Stages as plain ints: torch.compile guards ints by value, not IntEnum members.
         route = tuple((self.index(sid), self.host.surface_index(sid), sid, int(self.stage(sid))) for sid in self.routed)
         slot_modules = {sid: self.slot(sid).module for _, _, sid, _ in route}  # type: ignore[union-attr]
@@ -306,8 +309,9 @@ def build_model(
     """Build a model and its freshly initialised parameters and buffers.
 
     Args:
-        host: a :class:`~esper_func.hosts.CNNHost` or
-            :class:`~esper_func.hosts.TransformerHost` spec.
+        host: a host spec (:class:`~esper_func.hosts.CNNHost`,
+            :class:`~esper_func.hosts.TransformerHost`, or any
+            :class:`~esper_func.hosts.Host`).
         slots: the injection points to enable: either slot ids (all empty),
             or a mapping ``slot_id -> Slot | None``; a given ``Slot`` starts
             in ``GERMINATED`` with fresh parameters. Any order; the model
@@ -319,7 +323,12 @@ def build_model(
 
     Returns:
         ``(model, params, buffers)``.
+
+    Raises:
+        HostProtocolError: ``host`` does not implement the host protocol.
+        UnknownSlotError: a slot id the host does not have.
     """
+    check_host(host)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise DTypeError(f"dtype must be a floating-point torch.dtype (parameters are trained); got {dtype!r}")
     if isinstance(slots, Mapping):
@@ -456,7 +465,8 @@ def apply(
             per step). Masks come from ``torch.rand(..., generator=g)`` with
             ``g`` derived from ``rng`` on ``x``'s device; torch's global RNG
             is never read or written, so threads may call this at once and
-            get the results they would get one at a time. Differentiable
+            get the results they would get one at a time. Only a host whose
+            ``draws_randomness`` is true gets a generator. Differentiable
             under ``torch.func.grad``. Under ``torch.func.vmap`` a host with
             dropout follows vmap's ``randomness`` flag: ``"different"`` (a mask
             per batch element), ``"same"`` (one mask for all), or the default
@@ -479,7 +489,7 @@ def apply(
         return _forward(model, params, buffers["host"], alphas, x, train=False), buffers
     new_host_buffers = {k: v.clone() for k, v in buffers["host"].items()}
     dropout_rng = None
-    if isinstance(model.host, TransformerHost) and model.host.dropout > 0:
+    if model.host.draws_randomness:
         # derive_seed runs no random operator, so this also works inside vmap.
         dropout_rng = generator_from_seed(derive_seed(rng), x.device)
     out = _forward(model, params, new_host_buffers, alphas, x, train=True, rng=dropout_rng)
@@ -711,11 +721,12 @@ def _with_slot_params(params: Params, slot_id: str, slot_params: SlotParams) -> 
 
 # --------------------------------------------------------------------------- serialisation
 
-_HOST_TYPES: dict[str, type] = {"CNNHost": CNNHost, "TransformerHost": TransformerHost}
-
 
 def model_to_dict(model: Model) -> dict[str, Any]:
-    """The model's static structure as a JSON-compatible dict (see :func:`model_from_dict`)."""
+    """The model's static structure as a JSON-compatible dict (see :func:`model_from_dict`).
+
+    The host is stored as ``{"type": <its class name>, **host.to_dict()}``.
+    """
     slots: list[dict[str, Any] | None] = []
     for slot in model.slots:
         if slot is None:
@@ -723,7 +734,7 @@ def model_to_dict(model: Model) -> dict[str, Any]:
             continue
         slots.append(
             {
-                "topology": slot.topology,
+                "topology": slot.topology.name,
                 "blueprint": slot.blueprint_id,
                 "channels": slot.channels,
                 "algorithm": int(slot.algorithm),
@@ -731,8 +742,14 @@ def model_to_dict(model: Model) -> dict[str, Any]:
                 "blueprint_kwargs": [[k, v] for k, v in slot.blueprint_kwargs],
             }
         )
+    spec = model.host.to_dict()
+    if "type" in spec:
+        raise HostProtocolError(
+            f"{type(model.host).__name__}.to_dict() has a 'type' entry; checkpoints keep the host's class name "
+            "there, so a host's constructor arguments cannot use that name"
+        )
     return {
-        "host": {"type": type(model.host).__name__, **dataclasses.asdict(model.host)},
+        "host": {"type": type(model.host).__name__, **spec},
         "slot_order": list(model.slot_order),
         "slots": slots,
         "stages": [int(s) for s in model.stages],
@@ -742,13 +759,17 @@ def model_to_dict(model: Model) -> dict[str, Any]:
 def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
     """Rebuild a :class:`Model` written by :func:`model_to_dict`; blueprints come from ``registry``.
 
-    Raises :class:`CheckpointError` (or the registry's ``UnknownBlueprintError``) for a
-    malformed description, naming the offending field.
+    The host class is a built-in one or one the registry holds
+    (:meth:`~esper_func.Registry.with_host`), rebuilt with its ``from_dict``.
+
+    Raises :class:`CheckpointError` (or the registry's ``UnknownBlueprintError``
+    and ``UnknownHostError``) for a malformed description, naming the
+    offending field.
     """
     try:
         host_fields = dict(data["host"])
-        host_type = _HOST_TYPES[host_fields.pop("type")]
-        host = host_type(**host_fields)
+        host_type = registry.host_type(host_fields.pop("type"))
+        host = host_type.from_dict(host_fields)
         slots: list[Slot | None] = []
         for entry in data["slots"]:
             if entry is None:
@@ -763,7 +784,7 @@ def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
                      None if gated is None else bool(gated))
             )
         return Model(host, tuple(data["slot_order"]), tuple(slots), tuple(SeedStage(s) for s in data["stages"]))
-    except UnknownBlueprintError:
+    except (UnknownBlueprintError, UnknownHostError):
         raise
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"malformed model description: {exc!r}; expected the layout of model_to_dict()") from exc

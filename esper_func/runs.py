@@ -46,7 +46,13 @@ from esper_func.checkpoint import (
     open_checkpoint,
     save_checkpoint,
 )
-from esper_func.errors import CheckpointError, EsperFuncError, RunDirectoryError, UnknownBlueprintError
+from esper_func.errors import (
+    CheckpointError,
+    EsperFuncError,
+    RunDirectoryError,
+    UnknownBlueprintError,
+    UnknownHostError,
+)
 from esper_func.fit import LoopState
 from esper_func.governor import GovernorState
 from esper_func.lifecycle import state_from_dict, state_to_dict
@@ -204,7 +210,7 @@ class SavedRun:
                 raise CheckpointError(f"run checkpoint tensors {which}.{key} are missing; the checkpoint was edited or damaged")
         try:
             model = model_from_dict(_dict_field(meta["model"], f"{which}.model"), self.registry)
-        except (CheckpointError, UnknownBlueprintError):
+        except (CheckpointError, UnknownBlueprintError, UnknownHostError):
             raise
         except (EsperFuncError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise _malformed(f"{which}.model", exc) from exc
@@ -299,7 +305,8 @@ def load_run(directory: str | os.PathLike[str], *, registry: Registry, recover: 
     Args:
         directory: the checkpoint directory given to :func:`save_run`, or one
             ``ckpt-NNNNNN`` directory in it.
-        registry: where the saved blueprints are looked up.
+        registry: where the saved blueprints (and a host class of your own,
+            :meth:`~esper_func.Registry.with_host`) are looked up.
         recover: load the newest *complete* checkpoint, passing over newer
             damaged ones and a missing or stale ``LATEST`` (what a resume
             after a crash wants); ``SavedRun.skipped`` says what was passed over.

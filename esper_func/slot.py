@@ -15,7 +15,8 @@ Stage semantics (esper-lite's ``SeedSlot.forward``):
 
 - outside TRAINING, BLENDING, HOLDING, FOSSILIZED the slot is the identity;
 - the seed reads ``x.detach()`` when isolated: always in TRAINING, and from
-  BLENDING on for CNN hosts (transformer seeds co-adapt with the host);
+  BLENDING on when the topology says so (``Topology.isolate_blending``: CNN
+  seeds stay isolated, transformer seeds co-adapt with the host);
 - TRAINING at alpha 0 is the *incubator*: the output equals the host's
   features exactly, yet the seed receives the full upstream gradient
   (straight-through). Any other alpha in TRAINING (a counterfactual) blends
@@ -46,10 +47,10 @@ from esper_func.errors import (
     InvalidTypeError,
     ParamsMismatchError,
     ShapeError,
-    UnknownTopologyError,
 )
+from esper_func.hosts import Topology, resolve_topology
 from esper_func.lifecycle.alpha import AlphaAlgorithm
-from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage, is_active_stage
+from esper_func.lifecycle.stages import SeedStage, is_active_stage
 
 __all__ = [
     "GateNetwork",
@@ -69,16 +70,14 @@ __all__ = [
 #: ``{"seed": {name: tensor}}``, plus ``"gate": {name: tensor}`` for GATE slots.
 SlotParams = dict[str, dict[str, Tensor]]
 
-_CNN_PROBE_SPATIAL = 32
-_TRANSFORMER_PROBE_SEQ = 8
-
 
 class GateNetwork(nn.Module):
     """Per-sample gate of the GATE algorithm, named as esper-lite's ``GatedBlend``.
 
     ``Linear(C, max(8, C // 4)) -> ReLU -> Linear(., 1) -> Sigmoid`` on the
-    features mean-pooled to ``[B, C]`` (over ``H, W`` for CNNs, over ``T`` for
-    transformers). Returns ``[B]``.
+    features mean-pooled to ``[B, C]`` over the topology's
+    :attr:`~esper_func.Topology.pool_dims` (``H, W`` for CNNs, ``T`` for
+    transformers, none for ``[B, C]`` features). Returns ``[B]``.
     """
 
     def __init__(self, channels: int, topology: str) -> None:
@@ -90,10 +89,12 @@ class GateNetwork(nn.Module):
             nn.Linear(hidden, 1),
             nn.Sigmoid(),
         )
-        self._pool_dims: tuple[int, ...] = (2, 3) if topology == "cnn" else (1,)
+        self._pool_dims: tuple[int, ...] = resolve_topology(topology).pool_dims
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.gate(x.mean(dim=self._pool_dims)).squeeze(-1)
+        # An empty dim list would make mean() reduce everything: [B, C] features pass as they are.
+        pooled = x.mean(dim=self._pool_dims) if self._pool_dims else x
+        return self.gate(pooled).squeeze(-1)
 
 
 class SeedFeatures(NamedTuple):
@@ -120,7 +121,8 @@ class SlotModule(nn.Module):
         # but (as of torch 2.13) not IntEnum members, so an enum here could let a
         # graph traced for one algorithm or stage be reused for another.
         self.algorithm = int(AlphaAlgorithm(algorithm))
-        self.topology = topology
+        # A plain bool for the same reason: the graph depends on the rule, not on the topology's name.
+        self.isolate_blending = bool(resolve_topology(topology).isolate_blending)
 
     def forward(self, x: Tensor, alpha: Tensor, stage: int) -> Tensor:
         """Blend ``x`` with the seed; ``stage`` is a ``SeedStage`` value as a plain int."""
@@ -130,7 +132,8 @@ class SlotModule(nn.Module):
 
     def features(self, x: Tensor, stage: int) -> SeedFeatures:
         """What the seed computes from ``x``; everything that does not depend on alpha."""
-        seed_input = x.detach() if is_isolated(self.topology, stage) else x
+        isolated = stage == SeedStage.TRAINING or (self.isolate_blending and is_active_stage(stage))
+        seed_input = x.detach() if isolated else x
         if not seed_input.is_contiguous():
             # A channels_last host: give the seed a contiguous copy, as esper-lite
             # does (GroupNorm cannot query channels_last contiguity under vmap).
@@ -226,9 +229,9 @@ class Slot:
         return self._skeleton.prototype  # type: ignore[attr-defined]
 
     @property
-    def topology(self) -> str:
-        """``"cnn"`` or ``"transformer"``, from the blueprint."""
-        return self.blueprint.topology
+    def topology(self) -> Topology:
+        """The blueprint's :class:`~esper_func.Topology` (equal to its name, e.g. ``"cnn"``)."""
+        return resolve_topology(self.blueprint.topology)
 
     @property
     def blueprint_id(self) -> str:
@@ -281,14 +284,8 @@ def _check_kwargs(blueprint: Blueprint, kwargs: Mapping[str, Any]) -> None:
         )
 
 
-def _probe_shape(topology: str, channels: int) -> tuple[int, ...]:
-    if topology == "cnn":
-        return (1, channels, _CNN_PROBE_SPATIAL, _CNN_PROBE_SPATIAL)
-    return (2, _TRANSFORMER_PROBE_SEQ, channels)
-
-
 def _check_shape_preserving(slot: Slot, seed: nn.Module) -> None:
-    shape = _probe_shape(slot.topology, slot.channels)
+    shape = slot.topology.probe_shape(slot.channels)
     try:
         with torch.no_grad():
             out = slot.seed_skeleton(torch.empty(shape, device="meta"))
@@ -319,7 +316,9 @@ def germinate_slot(
 
     Args:
         registry: where to look the blueprint up (passed explicitly; never global).
-        topology: ``"cnn"`` or ``"transformer"``.
+        topology: ``"cnn"``, ``"transformer"``, or a topology ``registry``
+            knows (its name or the :class:`~esper_func.Topology`; a host's
+            ``host.topology``).
         blueprint: the blueprint's name within ``topology``.
         channels: feature width at the injection point.
         algorithm: blend operator. ``MULTIPLY`` zero-initialises the seed's last
@@ -343,8 +342,7 @@ def germinate_slot(
         ValueError: ``channels`` not a positive int.
         ShapeError: the seed does not preserve the feature shape.
     """
-    if topology not in TOPOLOGIES:
-        raise UnknownTopologyError(f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}")
+    topology = registry.topology(topology)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
         raise InvalidArgumentError(f"channels must be a positive int, got {channels!r}")
     algorithm = AlphaAlgorithm(algorithm)
@@ -421,8 +419,12 @@ def detached_copies(
 
 
 def is_isolated(topology: str, stage: SeedStage | int) -> bool:
-    """Whether the seed reads the *detached* host features in ``stage``."""
-    return stage == SeedStage.TRAINING or (topology == "cnn" and is_active_stage(stage))
+    """Whether the seed reads the *detached* host features in ``stage``.
+
+    Always in TRAINING; in BLENDING, HOLDING and FOSSILIZED when
+    ``topology.isolate_blending`` (a built-in name or a :class:`~esper_func.Topology`).
+    """
+    return stage == SeedStage.TRAINING or (resolve_topology(topology).isolate_blending and is_active_stage(stage))
 
 
 def check_named_tensors(where: str, got: Any, expected: Mapping[str, tuple[int, ...]]) -> None:
@@ -459,17 +461,7 @@ def _check_features(slot: Slot, x: Tensor) -> None:
         raise DTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise DTypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if slot.topology == "cnn":
-        if x.ndim != 4 or x.shape[1] != slot.channels:
-            raise ShapeError(
-                f"a CNN slot with {slot.channels} channels expects x of shape [B, {slot.channels}, H, W], "
-                f"got {list(x.shape)}"
-            )
-    elif x.ndim != 3 or x.shape[2] != slot.channels:
-        raise ShapeError(
-            f"a transformer slot with {slot.channels} channels expects x of shape "
-            f"[B, T, {slot.channels}], got {list(x.shape)}"
-        )
+    slot.topology.check_features(x, slot.channels)
 
 
 def _broadcast_alpha(alpha: Tensor, x: Tensor) -> Tensor:
@@ -507,7 +499,8 @@ def slot_apply(
         alpha: blend amount, a floating tensor, 0-d or per-sample ``[B]``;
             clamped to ``[0, 1]``. Never a Python float: a tensor input means
             a new value never recompiles a ``torch.compile``d caller.
-        x: host features ``[B, C, H, W]`` (CNN) or ``[B, T, C]`` (transformer).
+        x: host features in the slot's topology's layout: ``[B, C, H, W]``
+            (CNN), ``[B, T, C]`` (transformer), ...
         stage: the seed's lifecycle stage (static; see the module docstring).
 
     Returns:

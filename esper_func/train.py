@@ -55,8 +55,7 @@ from torch import Tensor
 
 from esper_func._pytree import pytree_dataclass, static_field
 from esper_func.counterfactual import flatten_tokens
-from esper_func.errors import DTypeError, InvalidTypeError, ShapeError
-from esper_func.hosts import TransformerHost, UnknownSlotError
+from esper_func.errors import DTypeError, InvalidTypeError, ShapeError, UnknownSlotError
 from esper_func.lifecycle import SeedState, record_gradients, trainable
 from esper_func.lifecycle.measure import GradientHealth, gradient_health
 from esper_func.model import Buffers, Model, Params, apply, call_module, check_input, check_tree, model_cache
@@ -316,7 +315,7 @@ def _static_inputs(
     alphas = _alpha_tensor(model, values, device)
     trains = tuple(sid in seeds and trainable(seeds[sid]) for sid in model.routed)
     rng = None
-    if isinstance(model.host, TransformerHost) and model.host.dropout > 0:
+    if model.host.draws_randomness:
         rng = torch.Generator().manual_seed((state.key * 1_000_003 + state.step) % (2**63))
     layout = _Layout.of(model)
     layout.active(trains)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,11 @@ def test_the_readme_and_the_api_docs_have_examples() -> None:
 def test_doc_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = python_blocks(path)
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
+    # The blocks run as one module that is importable while they run, as a script's
+    # would be: dataclasses and pickling look classes up by their module.
+    module = types.ModuleType(f"docs_{path.stem}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
     for index, source in enumerate(blocks):
         code = compile(source, f"{path.name}[block {index}]", "exec")
         exec(code, namespace)

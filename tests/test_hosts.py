@@ -18,13 +18,8 @@ from esper_func._rng import drawing_from
 from esper_func.errors import DTypeError, ParamsMismatchError, ShapeError
 from esper_func.hosts import (
     BLOCK_END,
-    EXTRA_STATE_KEY,
-    GATE_PREFIX,
-    HOST_PREFIX,
     POST_POOL,
     PRE_POOL,
-    SEED_PREFIX,
-    SLOTS_PREFIX,
     CNNHost,
     CNNHostModule,
     HostConfigError,
@@ -32,6 +27,13 @@ from esper_func.hosts import (
     TransformerHost,
     TransformerHostModule,
     UnknownSlotError,
+)
+from esper_func.interop import (
+    EXTRA_STATE_KEY,
+    GATE_PREFIX,
+    HOST_PREFIX,
+    SEED_PREFIX,
+    SLOTS_PREFIX,
     extra_state_key,
     gate_key,
     host_key,

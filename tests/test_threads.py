@@ -36,7 +36,7 @@ import esper_func as ef
 from esper_func._rng import DEFAULT_SEED, derive_seed, drawing_from, generator_from_seed, run_seeded, split_seeds
 from esper_func.blueprints import Blueprint, Registry
 from esper_func.errors import BlueprintError
-from esper_func.hosts import _causal_attention_dropout, _dropout
+from esper_func.hosts.transformer import _causal_attention_dropout, _dropout
 
 A = ef.AlphaAlgorithm
 S = ef.SeedStage

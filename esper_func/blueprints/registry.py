@@ -11,6 +11,13 @@ explicitly; "registering" a blueprint means building a new registry with
 which is the point: esper-lite's class-level dict of blueprints is replaced by
 a value.
 
+Topologies: a blueprint's topology is a built-in name (``"cnn"``,
+``"transformer"``) or an :class:`~esper_func.Topology` of your own; a
+registry knows the built-in topologies and every topology its blueprints and
+hosts bring, and looks them up by name. It also holds the host classes of
+your own (:meth:`Registry.with_host`), so that a checkpoint of a model on
+such a host can be opened with it; the built-in hosts need no entry.
+
 Examples:
     >>> import torch
     >>> from esper_func.blueprints import Blueprint, default_registry
@@ -28,7 +35,7 @@ Examples:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -37,23 +44,17 @@ from torch import nn
 
 from esper_func.errors import (
     BlueprintExistsError,
+    HostProtocolError,
     ImmutableError,
     InvalidArgumentError,
     InvalidTypeError,
     UnknownBlueprintError,
+    UnknownHostError,
     UnknownTopologyError,
 )
-from esper_func.lifecycle.stages import TOPOLOGIES
+from esper_func.hosts import BUILTIN_HOSTS, BUILTIN_TOPOLOGIES, Topology, resolve_topology
 
 __all__ = ["Blueprint", "Registry", "default_registry"]
-
-
-def _check_topology(topology: object) -> str:
-    if topology not in TOPOLOGIES:
-        raise UnknownTopologyError(
-            f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}"
-        )
-    return topology
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,13 @@ class Blueprint:
 
     Attributes:
         name: Blueprint name, unique within its topology (``"conv_light"``).
-        topology: ``"cnn"`` (seeds map ``[B, C, H, W] -> [B, C, H, W]``) or
-            ``"transformer"`` (seeds map ``[B, T, C] -> [B, T, C]``).
+        topology: ``"cnn"`` (seeds map ``[B, C, H, W] -> [B, C, H, W]``),
+            ``"transformer"`` (seeds map ``[B, T, C] -> [B, T, C]``) or a
+            :class:`~esper_func.Topology` of your own (seeds map features of
+            its layout to the same shape). Stored as the
+            :class:`~esper_func.Topology` (which equals its name).
         build: A module-level function ``build(dim, **kwargs) -> nn.Module``;
-            ``dim`` is the channel (CNN) or embedding (transformer) width.
+            ``dim`` is the channel width (the topology's ``C`` dimension).
             It initialises with torch's default initialisers and the global RNG,
             so wrap it in ``torch.random.fork_rng()`` + ``torch.manual_seed`` for
             reproducible weights. Unknown keyword arguments raise ``TypeError``.
@@ -80,7 +84,7 @@ class Blueprint:
     description: str = ""
 
     def __post_init__(self) -> None:
-        _check_topology(self.topology)
+        object.__setattr__(self, "topology", resolve_topology(self.topology))
         if not isinstance(self.name, str) or not self.name or ":" in self.name:
             raise InvalidArgumentError(
                 f"blueprint name must be a non-empty string without ':'; got {self.name!r}"
@@ -130,38 +134,92 @@ def _sort_key(bp: Blueprint) -> tuple[int, str]:
     return (bp.param_estimate, bp.name)
 
 
-class Registry(Mapping[str, Blueprint]):
-    """Immutable mapping ``"topology:name" -> Blueprint``.
+def _check_host_type(host_type: object) -> type[Any]:
+    if not isinstance(host_type, type):
+        raise InvalidTypeError(f"a registry holds host classes; got {type(host_type).__name__} {host_type!r}")
+    topology = getattr(host_type, "topology", None)
+    if not isinstance(topology, Topology):
+        raise HostProtocolError(
+            f"{host_type.__name__} is not an esper_func host class: its topology class attribute must be an "
+            f"esper_func Topology; got {topology!r}"
+        )
+    if not callable(getattr(host_type, "from_dict", None)) or not callable(getattr(host_type, "to_dict", None)):
+        raise HostProtocolError(
+            f"{host_type.__name__} is not an esper_func host class: it needs to_dict() and a classmethod "
+            "from_dict(data) (esper_func.HostBase derives both from dataclass fields)"
+        )
+    builtin = BUILTIN_HOSTS.get(host_type.__name__)
+    if builtin is not None and builtin is not host_type:
+        raise InvalidArgumentError(
+            f"host class {host_type.__module__}.{host_type.__qualname__} has the name of the built-in "
+            f"{host_type.__name__}; checkpoints store hosts by class name, so give it another name"
+        )
+    return host_type
 
-    Build with :meth:`of`; derive new registries with :meth:`with_blueprint`
-    and :meth:`without`. Iteration is in sorted key order. Two registries
-    are equal (and hash equal) when they hold the same blueprints; they pickle
-    by value (the build functions by reference).
+
+class Registry(Mapping[str, Blueprint]):
+    """Immutable mapping ``"topology:name" -> Blueprint``, plus the host classes of your own.
+
+    Build with :meth:`of`; derive new registries with :meth:`with_blueprint`,
+    :meth:`without` and :meth:`with_host`. Iteration is in sorted key order.
+    Two registries are equal (and hash equal) when they hold the same
+    blueprints and hosts; they pickle by value (build functions and host
+    classes by reference).
+
+    The topologies a registry knows (:attr:`topologies`) are the built-in
+    ones and those of its blueprints and hosts; one name has one set of
+    rules. Wherever a topology is asked for, its name or the
+    :class:`~esper_func.Topology` itself may be given.
 
     Note that :meth:`get` deliberately takes ``(topology, name)`` instead of
     ``Mapping.get``'s ``(key, default)``; use ``reg.get(t, n)`` or ``reg[f"{t}:{n}"]``.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_hosts", "_topologies")
     _entries: Mapping[str, Blueprint]
+    _hosts: Mapping[str, type[Any]]
+    _topologies: Mapping[str, Topology]
 
-    def __init__(self, entries: Mapping[str, Blueprint] | None = None) -> None:
-        # Private: use Registry.of(...). The mapping is copied and frozen.
+    def __init__(
+        self, entries: Mapping[str, Blueprint] | None = None, hosts: Mapping[str, type[Any]] | None = None
+    ) -> None:
+        # Private: use Registry.of(...). The mappings are copied and frozen.
         items = dict(entries or {})
+        topologies: dict[str, Topology] = dict(BUILTIN_TOPOLOGIES)
+
+        def learn(topology: Topology, where: str) -> None:
+            known = topologies.setdefault(topology.name, topology)
+            if known.rules() != topology.rules():
+                raise InvalidArgumentError(
+                    f"{where} has {topology.describe()}, but the registry already knows {known.describe()}; "
+                    "a topology name stands for one set of rules"
+                )
+
         for key, bp in items.items():
             if not isinstance(bp, Blueprint):
                 raise InvalidTypeError(f"registry values must be Blueprint instances; got {bp!r}")
             if key != bp.key:
                 raise InvalidArgumentError(f"registry key {key!r} does not match blueprint key {bp.key!r}")
+            learn(resolve_topology(bp.topology), f"blueprint {bp.key!r}")
+        host_types = dict(hosts or {})
+        for name, host_type in host_types.items():
+            _check_host_type(host_type)
+            if name != host_type.__name__:
+                raise InvalidArgumentError(f"host key {name!r} does not match the class name {host_type.__name__!r}")
+            learn(host_type.topology, f"host {name!r}")
         object.__setattr__(self, "_entries", MappingProxyType(dict(sorted(items.items()))))
+        object.__setattr__(self, "_hosts", MappingProxyType(dict(sorted(host_types.items()))))
+        object.__setattr__(self, "_topologies", MappingProxyType(topologies))
 
     @classmethod
-    def of(cls, *blueprints: Blueprint) -> Registry:
-        """A registry holding exactly ``blueprints``.
+    def of(cls, *blueprints: Blueprint, hosts: Iterable[type[Any]] = ()) -> Registry:
+        """A registry holding exactly ``blueprints`` and the host classes ``hosts``.
 
         Raises:
-            TypeError: an argument is not a :class:`Blueprint`.
+            TypeError: an argument is not a :class:`Blueprint` (or not a host class).
             BlueprintExistsError: two blueprints share a ``topology:name`` key.
+            InvalidArgumentError: one topology name with two sets of rules, or
+                two host classes of one name.
         """
         entries: dict[str, Blueprint] = {}
         for bp in blueprints:
@@ -172,7 +230,13 @@ class Registry(Mapping[str, Blueprint]):
                     f"blueprint {bp.key!r} given twice to Registry.of; keys must be unique"
                 )
             entries[bp.key] = bp
-        return cls(entries)
+        host_types: dict[str, type[Any]] = {}
+        for host_type in hosts:
+            _check_host_type(host_type)
+            if host_type.__name__ in host_types:
+                raise InvalidArgumentError(f"two host classes named {host_type.__name__!r}; names must be unique")
+            host_types[host_type.__name__] = host_type
+        return cls(entries, host_types)
 
     # --- Mapping protocol -------------------------------------------------
     def __getitem__(self, key: str) -> Blueprint:
@@ -180,7 +244,7 @@ class Registry(Mapping[str, Blueprint]):
             return self._entries[key]
         except KeyError:
             topology, _, name = str(key).partition(":")
-            if topology in TOPOLOGIES and name:
+            if topology in self._topologies and name:
                 self._raise_unknown(topology, name)
             raise UnknownBlueprintError(
                 f"no blueprint under key {key!r}; keys look like 'topology:name', "
@@ -197,15 +261,56 @@ class Registry(Mapping[str, Blueprint]):
         return key in self._entries
 
     # --- Queries ----------------------------------------------------------
-    def get(self, topology: str, name: str) -> Blueprint:  # type: ignore[override]
-        """The blueprint ``name`` of ``topology``.
+    @property
+    def topologies(self) -> Mapping[str, Topology]:
+        """Every topology this registry knows, by name: the built-in ones, then those of its blueprints and hosts."""
+        return self._topologies
+
+    def topology(self, topology: str) -> Topology:
+        """The :class:`~esper_func.Topology` named ``topology`` (a ``Topology`` is checked and returned).
 
         Raises:
-            UnknownTopologyError: ``topology`` is not ``"cnn"``/``"transformer"``.
+            UnknownTopologyError: a name the registry does not know (the
+                message lists the known ones), or a ``Topology`` whose rules
+                differ from the registry's topology of that name.
+        """
+        resolved = resolve_topology(topology, self._topologies)
+        known = self._topologies.get(resolved.name)
+        if known is not None and known.rules() != resolved.rules():
+            raise UnknownTopologyError(
+                f"{resolved.describe()} is not the registry's topology {resolved.name!r}, which is {known.describe()}"
+            )
+        return resolved
+
+    @property
+    def hosts(self) -> Mapping[str, type[Any]]:
+        """The host classes of your own this registry holds, by class name (the built-in hosts are implied)."""
+        return self._hosts
+
+    def host_type(self, name: str) -> type[Any]:
+        """The host class a checkpoint names ``name``: a built-in host, or one of :attr:`hosts`.
+
+        Raises:
+            UnknownHostError: no such host class; the message lists the
+                known ones and says how to add one.
+        """
+        found = BUILTIN_HOSTS.get(name) or self._hosts.get(name)
+        if found is None:
+            raise UnknownHostError(
+                f"unknown host type {name!r}; this registry knows {sorted({*BUILTIN_HOSTS, *self._hosts})}. "
+                "Register a host class of your own with registry.with_host(HostClass)"
+            )
+        return found
+
+    def get(self, topology: str, name: str) -> Blueprint:  # type: ignore[override]
+        """The blueprint ``name`` of ``topology`` (a name or a :class:`~esper_func.Topology`).
+
+        Raises:
+            UnknownTopologyError: ``topology`` is not a topology the registry knows.
             UnknownBlueprintError: no such blueprint; the message lists the names
                 available for ``topology``.
         """
-        _check_topology(topology)
+        topology = self.topology(topology)
         bp = self._entries.get(f"{topology}:{name}")
         if bp is None:
             self._raise_unknown(topology, name)
@@ -213,7 +318,7 @@ class Registry(Mapping[str, Blueprint]):
 
     def names(self, topology: str) -> tuple[str, ...]:
         """Blueprint names of ``topology``, sorted by ``(param_estimate, name)``."""
-        _check_topology(topology)
+        topology = self.topology(topology)
         return tuple(
             bp.name
             for bp in sorted(
@@ -242,7 +347,7 @@ class Registry(Mapping[str, Blueprint]):
                 f"registry.without({blueprint.topology!r}, {blueprint.name!r})"
                 ".with_blueprint(...)"
             )
-        return Registry({**self._entries, blueprint.key: blueprint})
+        return Registry({**self._entries, blueprint.key: blueprint}, self._hosts)
 
     def without(self, topology: str, name: str) -> Registry:
         """A new registry without blueprint ``topology:name``; this one is unchanged.
@@ -251,26 +356,52 @@ class Registry(Mapping[str, Blueprint]):
             UnknownTopologyError, UnknownBlueprintError: as :meth:`get`.
         """
         key = self.get(topology, name).key
-        return Registry({k: v for k, v in self._entries.items() if k != key})
+        return Registry({k: v for k, v in self._entries.items() if k != key}, self._hosts)
+
+    def with_host(self, host_type: type[Any]) -> Registry:
+        """A new registry that also holds the host class ``host_type``; this one is unchanged.
+
+        A checkpoint stores a model's host as its class name and
+        ``host.to_dict()``; loading it with this registry rebuilds the host
+        with ``host_type.from_dict``. The host's topology becomes known by
+        name. The built-in hosts are always known.
+
+        Raises:
+            HostProtocolError: not a host class (no ``Topology``, no ``to_dict``/``from_dict``).
+            InvalidArgumentError: another class of that name is registered (or built in),
+                or its topology's name stands for other rules here.
+        """
+        _check_host_type(host_type)
+        existing = self._hosts.get(host_type.__name__)
+        if existing is not None and existing is not host_type:
+            raise InvalidArgumentError(
+                f"the registry already holds another host class named {host_type.__name__!r} "
+                f"({existing.__module__}.{existing.__qualname__})"
+            )
+        if existing is host_type or BUILTIN_HOSTS.get(host_type.__name__) is host_type:
+            return self
+        return Registry(self._entries, {**self._hosts, host_type.__name__: host_type})
 
     # --- Value semantics --------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Registry):
             return NotImplemented
-        return dict(self._entries) == dict(other._entries)
+        return dict(self._entries) == dict(other._entries) and dict(self._hosts) == dict(other._hosts)
 
     def __hash__(self) -> int:
-        return hash(tuple(self._entries.items()))
+        return hash((tuple(self._entries.items()), tuple(self._hosts.items())))
 
-    def __reduce__(self) -> tuple[Any, tuple[Blueprint, ...]]:
-        return (Registry.of, tuple(self._entries.values()))
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_registry_of, (tuple(self._entries.values()), tuple(self._hosts.values())))
 
     def __repr__(self) -> str:
         parts = []
-        for topology in TOPOLOGIES:
+        for topology in self._topologies:
             names = self.names(topology)
             if names:
                 parts.append(f"{topology}=({', '.join(names)})")
+        if self._hosts:
+            parts.append(f"hosts=({', '.join(self._hosts)})")
         return f"Registry({', '.join(parts)})"
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
@@ -278,6 +409,10 @@ class Registry(Mapping[str, Blueprint]):
 
     def __delattr__(self, name: str) -> NoReturn:
         raise ImmutableError(f"Registry is immutable; cannot delete {name!r} (use without)")
+
+
+def _registry_of(blueprints: tuple[Blueprint, ...], hosts: tuple[type[Any], ...] = ()) -> Registry:
+    return Registry.of(*blueprints, hosts=hosts)
 
 
 @functools.cache

@@ -142,7 +142,9 @@ def apply_action(
                 action, f"the slot is occupied (stage {current.stage.name}); free slots are DORMANT or unused"
             )
         if topology is None:
-            raise InvalidArgumentError("apply_action(): GERMINATE needs topology= ('cnn' or 'transformer')")
+            raise InvalidArgumentError(
+                "apply_action(): GERMINATE needs topology= ('cnn', 'transformer' or the host's Topology)"
+            )
         blueprint = action.blueprint
         assert blueprint is not None
         algorithm = AlphaAlgorithm.ADD if action.algorithm is None else action.algorithm

@@ -35,9 +35,10 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any, Final, TypeVar
 
-from esper_func.errors import CheckpointError
+from esper_func.errors import CheckpointError, EsperFuncError
+from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology, resolve_topology
 from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController, AlphaMode
-from esper_func.lifecycle.stages import TOPOLOGIES, SeedStage
+from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import (
     BLEND_ALGORITHMS,
     STAGE_HISTORY_MAXLEN,
@@ -111,8 +112,40 @@ def _fail(path: str, expected: str, value: Any) -> CheckpointError:
 # --------------------------------------------------------------------------- values
 
 
+def _is_builtin(topology: Topology) -> bool:
+    builtin = BUILTIN_TOPOLOGIES.get(topology.name)
+    return builtin is not None and builtin.rules() == topology.rules()
+
+
+def _encode_topology(topology: Topology) -> Any:
+    """A built-in topology as its name; a topology of your own as its full :meth:`Topology.to_dict`."""
+    return topology.name if _is_builtin(topology) else topology.to_dict()
+
+
+def _decode_topology(value: Any, path: str, given: str | None = None) -> Topology:
+    """A topology written by :func:`_encode_topology`; the name of ``given`` stands for ``given`` itself."""
+    if isinstance(value, Mapping):
+        try:
+            return resolve_topology(Topology.from_dict(value))
+        except (EsperFuncError, KeyError) as exc:
+            raise CheckpointError(f"seed state field {path!r}: not a topology ({exc})") from None
+    if not isinstance(value, str):
+        raise _fail(path, "a topology name or a topology object", value)
+    if isinstance(given, Topology) and value == given.name:
+        return given
+    found = BUILTIN_TOPOLOGIES.get(value)
+    if found is None:
+        raise CheckpointError(
+            f"seed state field {path!r}: {value!r} is not one of {list(BUILTIN_TOPOLOGIES)} "
+            "(a topology of your own is stored as an object with its rules)"
+        )
+    return found
+
+
 def _decode_value(hint: Any, value: Any, path: str, qualname: str) -> Any:
     """Decode one JSON value against the type hint ``hint``."""
+    if qualname == "SeedState.topology":
+        return _decode_topology(value, path)
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -174,6 +207,8 @@ def _decode_value(hint: Any, value: Any, path: str, qualname: str) -> Any:
 def _encode_value(value: Any) -> Any:
     if isinstance(value, IntEnum):
         return int(value)
+    if isinstance(value, Topology):
+        return _encode_topology(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _encode_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
@@ -223,8 +258,6 @@ def _check_consistent(state: SeedState, path: str) -> SeedState:
         raise CheckpointError(
             f"seed state field {path + 'blend_algorithm_id'!r}: {state.blend_algorithm_id!r} is not one of {list(BLEND_ALGORITHMS)}"
         )
-    if state.topology not in TOPOLOGIES:
-        raise CheckpointError(f"seed state field {path + 'topology'!r}: {state.topology!r} is not one of {list(TOPOLOGIES)}")
     return state
 
 
@@ -464,7 +497,9 @@ def seed_state_from_esper_lite(
     ``alpha_schedule_config`` are read; see :func:`state_from_slot_extra_state`,
     which reads the whole of it); a missing ``extra`` or a ``None`` value
     falls back to what esper-lite would use: blend ``"gated"`` for GATE else
-    ``"sigmoid"``, the state's tempo, target 1, ``topology``.
+    ``"sigmoid"``, the state's tempo, target 1, ``topology`` (a built-in
+    name, or a :class:`~esper_func.Topology`, which a recorded
+    ``resolved_topology`` of the same name stands for).
 
     As esper-lite does on load, the controller's alpha is the state's
     ``alpha``, and ``None`` telemetry (never measured) stays ``None``. The
@@ -535,13 +570,23 @@ def seed_state_from_esper_lite(
             "blend_tempo_epochs", int, _decode_value(int, _get(data, "blend_tempo_epochs"), "blend_tempo_epochs", "")
         ),
         blend_alpha_target=from_extra("blend_alpha_target", float, 1.0),
-        topology=from_extra("resolved_topology", str, topology),
+        topology=_recorded_topology(extra.get("resolved_topology"), topology, "extra.resolved_topology"),
         is_healthy=_decode_value(bool, _get(data, "is_healthy"), "is_healthy", ""),
         is_paused=_decode_value(bool, _get(data, "is_paused"), "is_paused", ""),
         blend_out_frozen=controller.alpha_mode == AlphaMode.DOWN,
         gate_total_steps=gate_steps,
     )
     return _check_consistent(state, "")
+
+
+def _recorded_topology(recorded: Any, given: str, path: str) -> Topology:
+    """The topology a slot recorded (``None``: the ``given`` one), as a :class:`Topology`."""
+    if recorded is None:
+        try:
+            return resolve_topology(given)
+        except EsperFuncError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    return _decode_topology(recorded, path, given)
 
 
 def _check_schedule_config(config: Any, algorithm: AlphaAlgorithm) -> int:
@@ -581,7 +626,7 @@ def slot_extra_state(state: SeedState | None, *, topology: str | None = None) ->
             "blend_algorithm_id": None,
             "blend_tempo_epochs": None,
             "blend_alpha_target": None,
-            "resolved_topology": topology,
+            "resolved_topology": None if topology is None else str(topology),
             "seed_state": None,
             "alpha_schedule_config": None,
         }
@@ -594,7 +639,7 @@ def slot_extra_state(state: SeedState | None, *, topology: str | None = None) ->
         "blend_algorithm_id": state.blend_algorithm_id,
         "blend_tempo_epochs": state.blend_tempo_epochs,
         "blend_alpha_target": state.blend_alpha_target,
-        "resolved_topology": state.topology,
+        "resolved_topology": str(state.topology),
         "seed_state": None if state.stage == SeedStage.DORMANT else seed_state_to_esper_lite(state),
         "alpha_schedule_config": (
             {"algorithm_id": "gated", "total_steps": max(1, state.gate_total_steps), "current_step": 0}
@@ -661,7 +706,7 @@ def state_from_slot_extra_state(
             blend_alpha_target=_decode_value(
                 float, extra["blend_alpha_target"], f"{where}.blend_alpha_target", "SeedState.blend_alpha_target"
             ),
-            topology=topology if extra["resolved_topology"] is None else extra["resolved_topology"],
+            topology=_recorded_topology(extra["resolved_topology"], topology, f"{where}.resolved_topology"),
         )
         return _check_consistent(freed, f"{where}.")
     try:

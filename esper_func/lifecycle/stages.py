@@ -15,13 +15,14 @@ stage numbers read from an esper-lite checkpoint mean the same here::
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
 from esper_func._validate import CheckedIntEnum
+from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology
 
 __all__ = [
     "SeedStage",
-    "Topology",
+    "Topology",  # re-exported from esper_func.hosts
     "TOPOLOGIES",
     "VALID_TRANSITIONS",
     "ACTIVE_STAGES",
@@ -34,8 +35,9 @@ __all__ = [
     "is_terminal_stage",
 ]
 
-Topology = Literal["cnn", "transformer"]
-TOPOLOGIES: Final[tuple[str, ...]] = ("cnn", "transformer")
+#: The built-in topology names (``"cnn"``, ``"transformer"``); a topology of your own is a
+#: :class:`~esper_func.Topology` value and needs no entry here.
+TOPOLOGIES: Final[tuple[str, ...]] = tuple(BUILTIN_TOPOLOGIES)
 
 
 class SeedStage(CheckedIntEnum):

@@ -19,7 +19,7 @@ lifecycle is held anywhere else.
 Each value is stored once. Alpha lives in the alpha controller
 (``state.alpha`` reads it; esper-lite's ``metrics.current_alpha`` is the same
 value); whether the seed reads detached host features is a function of the
-stage and the topology (:attr:`SeedState.isolate_gradients`); the epoch at
+stage and the topology's rule (:attr:`SeedState.isolate_gradients`); the epoch at
 which the current stage began is ``epochs_total - epochs_in_current_stage``.
 
 The forward pass needs two fields: ``state.stage`` and ``state.alpha``, as in
@@ -32,6 +32,7 @@ import dataclasses
 from typing import Final
 
 from esper_func._pytree import pytree_dataclass, static_field
+from esper_func.hosts import Topology, resolve_topology
 from esper_func.lifecycle.alpha import AlphaAlgorithm, AlphaController
 from esper_func.lifecycle.stages import GATED_STAGES, SEEDLESS_STAGES, SeedStage, is_active_stage
 
@@ -205,6 +206,8 @@ class SeedState:
     blend_algorithm_id: str = static_field(default="sigmoid")
     blend_tempo_epochs: int = static_field(default=5)
     blend_alpha_target: float = static_field(default=1.0)
+    #: The host's :class:`~esper_func.Topology` (a built-in name given here becomes the built-in
+    #: ``Topology``); it equals its name, e.g. ``"cnn"``.
     topology: str = static_field(default="cnn")
 
     is_healthy: bool = True
@@ -216,6 +219,10 @@ class SeedState:
 
     pending_prune_reason: str | None = static_field(default=None)
     pending_prune_initiator: str | None = static_field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.topology, Topology):
+            object.__setattr__(self, "topology", resolve_topology(self.topology))
 
     @property
     def alpha(self) -> float:
@@ -236,13 +243,14 @@ class SeedState:
     def isolate_gradients(self) -> bool:
         """Whether the seed reads the *detached* host features.
 
-        Always in TRAINING (the incubator); from BLENDING on only for CNN hosts
-        (transformer seeds co-adapt with the host); never without a seed in
+        Always in TRAINING (the incubator); from BLENDING on when the
+        topology says so (``Topology.isolate_blending``: CNN seeds yes,
+        transformer seeds co-adapt with the host); never without a seed in
         the forward pass.
         """
         if self.stage == SeedStage.TRAINING:
             return True
-        return is_active_stage(self.stage) and self.topology == "cnn"
+        return is_active_stage(self.stage) and resolve_topology(self.topology).isolate_blending
 
 
 def has_seed(state: SeedState) -> bool:

@@ -33,7 +33,8 @@ from esper_func._validate import (
     check_optional_float,
     check_str,
 )
-from esper_func.errors import IllegalTransitionError, InvalidArgumentError, InvalidTypeError, UnknownTopologyError
+from esper_func.errors import IllegalTransitionError, InvalidArgumentError, InvalidTypeError
+from esper_func.hosts import resolve_topology
 from esper_func.lifecycle.alpha import (
     DEFAULT_STEEPNESS,
     AlphaAlgorithm,
@@ -53,7 +54,6 @@ from esper_func.lifecycle.events import (
 )
 from esper_func.lifecycle.gates import GateLevel, GateResult, Gates, check_gate
 from esper_func.lifecycle.stages import (
-    TOPOLOGIES,
     VALID_TRANSITIONS,
     SeedStage,
     is_failure_stage,
@@ -258,8 +258,9 @@ def germinate(
         tempo: blending length in epochs (controller ticks), ``>= 0``.
         alpha_target: alpha reached at the end of blending, in ``(0, 1]``;
             ``None`` means 1.
-        topology: ``"cnn"`` or ``"transformer"`` (decides gradient isolation
-            from BLENDING on).
+        topology: ``"cnn"``, ``"transformer"`` or a :class:`~esper_func.Topology`
+            of your own (a host's ``host.topology``); its ``isolate_blending``
+            decides gradient isolation from BLENDING on.
         seed_params: the seed's trainable parameter count, used to
             normalise the gradient ratio of gate G2 (0 = unknown).
         host_params: the host's trainable parameter count (likewise).
@@ -271,7 +272,7 @@ def germinate(
             mismatch; unknown blend id or algorithm; negative tempo or
             parameter counts; empty ``blueprint_id`` (G0 fails).
         InvalidTypeError: an argument of the wrong type.
-        UnknownTopologyError: ``topology`` is not ``"cnn"``/``"transformer"``.
+        UnknownTopologyError: ``topology`` is neither a built-in name nor a ``Topology``.
     """
     check_str("slot_id", slot_id)
     check_str("blueprint_id", blueprint_id)
@@ -289,8 +290,7 @@ def germinate(
         )
     if algorithm == AlphaAlgorithm.GATE and blend != "gated":
         raise InvalidArgumentError(f"algorithm=AlphaAlgorithm.GATE requires blend='gated' (got blend={blend!r})")
-    if not isinstance(topology, str) or topology not in TOPOLOGIES:
-        raise UnknownTopologyError(f"unknown topology {topology!r}; expected one of {list(TOPOLOGIES)}")
+    resolved = resolve_topology(topology)
     check_int("tempo", tempo, minimum=0)
     check_int("seed_params", seed_params, minimum=0)
     check_int("host_params", host_params, minimum=0)
@@ -306,7 +306,7 @@ def germinate(
         blend_algorithm_id=blend,
         blend_tempo_epochs=int(tempo),
         blend_alpha_target=target,
-        topology=topology,
+        topology=resolved,
     )
     dormant = dataclasses.replace(
         dormant,
@@ -331,7 +331,7 @@ def germinated_event(state: SeedState) -> SeedGerminated:
         blend_algorithm_id=state.blend_algorithm_id,
         blend_tempo_epochs=state.blend_tempo_epochs,
         alpha_curve=state.alpha_controller.alpha_curve,
-        topology=state.topology,
+        topology=str(state.topology),
     )
 
 

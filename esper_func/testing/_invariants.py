@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from esper_func.errors import EsperFuncError
+from esper_func.hosts import BUILTIN_TOPOLOGIES, Topology
 from esper_func.lifecycle.alpha import MIN_STEEPNESS, AlphaAlgorithm, AlphaCurve, AlphaMode, curve_progress
 from esper_func.lifecycle.events import LifecycleEvent, SeedFossilized, SeedGerminated, SeedPruned, StageChanged
 from esper_func.lifecycle.measure import MAX_GRADIENT_RATIO
@@ -28,7 +29,6 @@ from esper_func.lifecycle.stages import (
     ACTIVE_STAGES,
     FAILURE_STAGES,
     GATED_STAGES,
-    TOPOLOGIES,
     VALID_TRANSITIONS,
     SeedStage,
 )
@@ -110,8 +110,9 @@ def check_state(state: SeedState) -> None:
       HOLDING and FOSSILIZED); alpha is 0 at rest before BLENDING and without
       a seed, full (within 1e-6) in HOLDING and FOSSILIZED; a BLENDING seed at
       rest has a non-zero target;
-    - **isolation**: ``isolate_gradients`` is on in TRAINING and, for CNN
-      hosts, in BLENDING, HOLDING and FOSSILIZED, and off otherwise;
+    - **isolation**: ``isolate_gradients`` is on in TRAINING and, for a
+      topology that isolates blending seeds (CNN hosts), in BLENDING, HOLDING
+      and FOSSILIZED, and off otherwise;
     - **the gate network** (:func:`~esper_func.has_gate`): exactly GATE seeds
       from BLENDING on, and exactly those have ``gate_total_steps > 0``;
     - **the blend-out freeze**: on whenever alpha ramps down, only for a live
@@ -137,8 +138,11 @@ def check_state(state: SeedState) -> None:
         add(f"seed_id {state.seed_id!r} is not a non-empty string")
     if not isinstance(state.blueprint_id, str) or not state.blueprint_id:
         add(f"blueprint_id {state.blueprint_id!r} is not a non-empty string")
-    if state.topology not in TOPOLOGIES:
-        add(f"topology {state.topology!r} is not one of {list(TOPOLOGIES)}")
+    topology = state.topology
+    if not isinstance(topology, Topology):
+        add(f"topology {topology!r} is not an esper_func Topology")
+    elif topology.name in BUILTIN_TOPOLOGIES and BUILTIN_TOPOLOGIES[topology.name].rules() != topology.rules():
+        add(f"topology {topology!r} has the name of a built-in topology but other rules")
     if state.blend_algorithm_id not in BLEND_ALGORITHMS:
         add(f"blend_algorithm_id {state.blend_algorithm_id!r} is not one of {list(BLEND_ALGORITHMS)}")
     if not isinstance(state.blend_tempo_epochs, int) or state.blend_tempo_epochs < 0:
@@ -307,7 +311,8 @@ def check_state(state: SeedState) -> None:
             add("BLENDING at rest with a target of 0 (a completed fade-out prunes the seed)")
 
     # -- isolation
-    isolated = stage == S.TRAINING or (stage in ACTIVE_STAGES and state.topology == "cnn")
+    isolates = isinstance(topology, Topology) and topology.isolate_blending
+    isolated = stage == S.TRAINING or (stage in ACTIVE_STAGES and isolates)
     if state.isolate_gradients is not isolated:
         add(f"isolate_gradients is {state.isolate_gradients} for a {state.topology} seed in {stage.name}; expected {isolated}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -29,6 +30,7 @@ from esper_func import (
     CNNHost,
     GateLevel,
     Gates,
+    HostProtocolError,
     InvalidArgumentError,
     InvalidTypeError,
     Model,
@@ -46,6 +48,7 @@ from esper_func import (
 )
 from esper_func._validate import check_int
 from esper_func.attribution import MAX_FULL_FACTORIAL_N
+from esper_func.hosts import check_host
 from esper_func.lifecycle.measure import MAX_GRADIENT_RATIO
 from esper_func.lifecycle.stages import FAILURE_STAGES, SEEDLESS_STAGES, TOPOLOGIES
 from esper_func.lifecycle.state import AUTO_PRUNE_REASONS
@@ -83,8 +86,8 @@ __all__ = [
 ]
 
 S = SeedStage
-#: A host spec: the built-in ones, or any object with their ``topology``, ``slot_ids``,
-#: ``slot_channels`` and ``example_input`` (what the strategies use).
+#: A host spec: the built-in ones, or any :class:`~esper_func.Host` (the strategies use its
+#: ``topology``, ``slot_ids``, ``slot_channels`` and ``example_input``).
 Host = Any
 
 #: Every stage a lifecycle state can be in, simplest (shortest history) first. UNKNOWN is never reached.
@@ -692,30 +695,34 @@ def hosts(*, topology: str | None = None) -> st.SearchStrategy[Host]:
         in_channels=st.sampled_from([1, 3]),
     )
     options = {"cnn": cnn, "transformer": _transformer_hosts()}
-    return st.one_of(*(options[t] for t in _topologies(topology)))
+    drawn = [options[t] for t in _topologies(topology) if t in options]
+    if not drawn:
+        raise InvalidArgumentError(f"hosts(): no strategy draws {topology} hosts; it draws {sorted(options)}")
+    return st.one_of(*drawn)
 
 
 def _is_host(value: Any) -> bool:
-    return getattr(value, "topology", None) in TOPOLOGIES and all(
-        hasattr(value, name) for name in ("slot_ids", "slot_channels", "example_input")
-    )
+    try:
+        check_host(value)
+    except HostProtocolError:
+        return False
+    return True
 
 
 @st.composite
 def _inputs(draw: st.DrawFn, host: Any, max_batch: int) -> Tensor:
     batch = draw(st.integers(1, max_batch))
     generator = torch.Generator().manual_seed(draw(st.integers(0, _SEED_BITS)))
-    kwargs: dict[str, int]
-    if host.topology == "cnn":
+    # A small size, for an example_input that takes one (the built-in hosts' do).
+    sizes = inspect.signature(host.example_input).parameters
+    kwargs: dict[str, int] = {}
+    if "image_size" in sizes:
         pooled = getattr(host, "effective_pool_layers", getattr(host, "n_blocks", 3))
         # At least 2x2 on the smallest surface: a seed's GroupNorm needs more than one value per group.
         kwargs = {"image_size": draw(st.sampled_from([2 ** (pooled + 1), 2 ** (pooled + 2)]))}
-    else:
+    elif "seq_len" in sizes:
         kwargs = {"seq_len": draw(st.integers(1, min(8, getattr(host, "block_size", 8))))}
-    try:
-        batch_of_inputs: Tensor = host.example_input(batch, generator, **kwargs)
-    except TypeError:  # a host of your own whose example_input takes no size
-        batch_of_inputs = host.example_input(batch, generator)
+    batch_of_inputs: Tensor = host.example_input(batch, generator, **kwargs)
     return batch_of_inputs
 
 
