@@ -695,7 +695,13 @@ def _final_table(console: Console, config: RunConfig, summary: Mapping[str, Any]
                 row.append("-" if full is None else f"{float(full):.3f}")
         rows.append(row)
     console.table(headers, rows)
-    console.line(f"\n{summary['verdict']}")
+    final, best = summary["final"]["grown"], summary["best"]["grown"]
+    console.line(
+        f"\nfinal validation accuracy {100 * float(final['val_accuracy']):.1f}% (best "
+        f"{100 * float(best['val_accuracy']):.1f}%) after {summary['epochs']} epochs"
+        + (f", {float(final['val_bpc']):.3f} bits per character" if text else "")
+    )
+    console.line(summary["verdict"])
 
 
 # --------------------------------------------------------------------------- ranks

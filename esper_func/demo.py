@@ -161,7 +161,10 @@ def verdict(
     mine = grown.get(key)
     if mine is None:
         return "no comparison: the grown model has no final metrics"
-    parts, beaten, lost = [], [], []
+    parts: list[str] = []
+    beaten: list[str] = []
+    tied: list[str] = []
+    lost: list[str] = []
     for name, metrics in baselines.items():
         theirs = metrics.get(key)
         label = names.get(name, name)
@@ -173,14 +176,12 @@ def verdict(
         else:
             diff = mine - theirs
             parts.append(f"{label} {show(theirs)} ({100 * diff:+.1f} pts)")
-        (beaten if diff > 0 else lost).append(label)
+        (beaten if diff > 0 else tied if diff == 0 else lost).append(label)
     if not parts:
         return f"grown {show(mine)}; no baseline finished"
-    if not lost:
-        outcome = "the grown model beat every baseline"
-    elif not beaten:
-        outcome = "the grown model beat no baseline"
-    else:
-        outcome = f"the grown model beat {', '.join(beaten)} but not {', '.join(lost)}"
+    clauses = [f"beat {', '.join(beaten)}"] if beaten else []
+    clauses += [f"tied with {', '.join(tied)}"] if tied else []
+    clauses += [f"lost to {', '.join(lost)}"] if lost else []
+    outcome = "the grown model " + (" and ".join(clauses) if len(clauses) < 3 else ", ".join(clauses[:2]) + " and " + clauses[2])
     return f"grown {show(mine)} vs {'; '.join(parts)}: {outcome}"
 
