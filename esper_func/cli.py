@@ -373,7 +373,9 @@ def _describe_event(event: Mapping[str, Any]) -> str | None:
     if kind == "StageChanged":
         return f"{slot}: {event['from_stage']} -> {event['to_stage']} (alpha {event['alpha']:.2f})"
     if kind == "SeedFossilized":
-        return f"{slot}: fossilized {event['blueprint_id']}, contribution {event['counterfactual']}"
+        contribution = event["counterfactual"]
+        shown = "not measured" if contribution is None else f"{float(contribution):+.2f} pts"
+        return f"{slot}: fossilized {event['blueprint_id']}, contribution {shown}"
     if kind == "SeedPruned":
         return f"{slot}: pruned {event['blueprint_id']} ({event['reason']}, by {event['initiator']})"
     if kind == "GateEvaluated" and not event["passed"]:
