@@ -169,7 +169,7 @@ class RunConfig:
                 config = dataclasses.replace(config, epochs=2)
         else:
             raise InvalidArgumentError(f"task must be one of {sorted((*DATASET_SHAPES, TEXT))}; got {task!r}")
-        return dataclasses.replace(config, seed=seed, **({"epochs": epochs} if epochs is not None else {}))
+        return dataclasses.replace(config, seed=seed, epochs=config.epochs if epochs is None else epochs)
 
     @property
     def task(self) -> str:
@@ -605,7 +605,7 @@ def _final_and_best(history: Sequence[Mapping[str, Any]], task: str) -> tuple[di
 
 def _finish(
     out: Path, config: RunConfig, data: Any, model: Any, state: Any, records: Sequence[Mapping[str, Any]],
-    console: Console, started: float,
+    console: Console,
 ) -> None:
     """After the grown model's last epoch (rank 0): train the baselines not yet trained (each saved to
     ``baselines.json`` once complete), then write ``metrics.jsonl``, ``summary.json`` and ``report.png``
@@ -613,12 +613,15 @@ def _finish(
     from esper_func.demo import slot_shapley, verdict
     from esper_func.runs import write_atomic
 
+    began = time.perf_counter()
+    trained_now = 0.0
     grown_params = int(records[-1].get("params") or sum(t.numel() for t in state.params["host"].values()))
     key = {"config": dataclasses.asdict(config), "grown_params": grown_params}
     runs = _read_baselines(out, key) if config.baselines else {}
     for name in BASELINE_NAMES if config.baselines else ():
         if name not in runs:
             runs[name] = _run_baseline(name, config, data, grown_params, console)
+            trained_now += float(runs[name]["seconds"])
             write_atomic(out / BASELINES_FILE, json.dumps({"for": key, "runs": runs}, sort_keys=True, indent=1).encode())
     shapley = slot_shapley(model, state.params, state.buffers, state.seeds, config.val_batches(data), loss_fn=F.cross_entropy)
     lines = _demo_lines(config, records, runs)
@@ -652,8 +655,9 @@ def _finish(
         "slots": {sid: {k: info[k] for k in ("stage", "blueprint", "alpha")} for sid, info in last["slots"].items()},
         "decisions": [{k: e[k] for k in ("epoch", "kind", "slot", "reason")} for e in events],
         "shapley_points": shapley,
+        # The grown epochs, every baseline and this final evaluation (each counted once over resumes).
         "wall_seconds": round(grown_seconds + sum(float(r["seconds"]) for r in runs.values())
-                              + (time.perf_counter() - started), 2),
+                              + (time.perf_counter() - began - trained_now), 2),
         "verdict": verdict(config.dataset if config.dataset == TEXT else "accuracy",
                            final, {n: finals[n] for n in runs}, names=BASELINE_NAMES),
     }
@@ -810,7 +814,7 @@ def _train(
                 claim.commit()  # the new run has a checkpoint: a run it replaced can go now
             _write_metrics(out, _demo_lines(config, records, None))
     if world.rank == 0 and records:
-        _finish(out, config, data, model, state, records, console, started)
+        _finish(out, config, data, model, state, records, console)
         console.line(
             f"{time.perf_counter() - started:.1f}s; wrote {out / METRICS_FILE}, {out / SUMMARY_FILE}, "
             f"{out / REPORT_FILE}, {_checkpoints(out)}"
@@ -820,11 +824,8 @@ def _train(
 
 @contextlib.contextmanager
 def _threads(config: RunConfig) -> Any:
-    """Pin the text task to one CPU thread while it trains (its small matrices gain nothing from more,
-    and lose much under contention); the previous setting is restored afterwards."""
-    if config.dataset != TEXT:
-        yield
-        return
+    """Pin the demo to one CPU thread while it trains (its small matrices gain little from more, and
+    lose much when the cores are shared: waiting threads spin); the previous setting is restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -1020,8 +1021,7 @@ def _resume(args: argparse.Namespace) -> int:
                 )
                 if world.rank == 0:
                     with _threads(config):
-                        _finish(out, config, data, model, state, [r.to_dict() for r in loop.records], console,
-                                time.perf_counter())
+                        _finish(out, config, data, model, state, [r.to_dict() for r in loop.records], console)
                 return 0
             if saved is None:
                 if world.rank == 0:
