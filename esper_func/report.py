@@ -60,7 +60,7 @@ def _events(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, str]]:
                 reason = str(e.get("reason") or e.get("blueprint_id") or "")
                 if len(reason) > 48:
                     reason = reason[:47] + "…"
-                out.append((int(r["epoch"]), kind, f"{slot} {kind}: {reason}"))
+                out.append((int(r["epoch"]), kind, f"{slot}: {reason}"))
     return out
 
 
