@@ -394,7 +394,7 @@ def _epoch_line(record: Mapping[str, Any], seconds: float) -> str:
     return (
         f"epoch {record['epoch']:3d}  train loss {float(record['train_loss']):.3f}  "
         f"val loss {float(record['val_loss']):.3f}  {quality}  params {record.get('params') or '-'}  "
-        f"{'; '.join(live) or 'no seeds'}  ({seconds:.1f}s)"
+        f"{'; '.join(live) or 'all slots empty'}  ({seconds:.1f}s)"
     )
 
 
