@@ -49,7 +49,7 @@ def demo_budget() -> list[list[object]]:
     import esper_func.fit as fit_module
     from esper_func.cli import RunConfig
 
-    config = RunConfig()
+    config = RunConfig.for_task("digits")
     data = ef.data.load_digits(seed=config.seed)
     host = config.host(data)
     optimizer = config.optimizer()

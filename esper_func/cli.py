@@ -62,8 +62,17 @@ MAX_SEED = 2**63 - 1
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 10), "synthetic": (1, 4)}
 #: The built-in host classes by topology name (``import-esper-lite --host``).
 _BUILTIN_HOST_CLASSES: dict[str, type[Any]] = {cls.topology.name: cls for cls in BUILTIN_HOSTS.values()}
+#: The text task's dataset: the Python standard library's source, byte tokens.
+TEXT = "text"
+#: What ``demo --task`` takes.
+DEMO_TASKS = ("digits", TEXT)
 
 _T = TypeVar("_T")
+
+try:  # the progress bar; optional (pip install 'esper-func[demo]'), with a plain fallback
+    from tqdm import tqdm as _tqdm
+except ImportError:  # pragma: no cover - depends on the environment
+    _tqdm = None
 
 
 # --------------------------------------------------------------------------- run configuration
@@ -84,12 +93,27 @@ class RunConfig:
     n_blocks: int = 2
     min_blending_epochs: int = 3
     permissive_gates: bool = True
+    #: Batches per epoch (0: one pass over the data); the text task draws this many random windows.
+    steps_per_epoch: int = 0
+    #: The text task's transformer: context length, width, heads, layers.
+    block_size: int = 64
+    n_embd: int = 64
+    n_head: int = 4
+    n_layer: int = 2
+    #: Learning rate at the last epoch (cosine from ``lr``); 0 keeps ``lr`` throughout.
+    min_lr: float = 0.0
+    #: Validation windows of the text task (evenly spaced, full).
+    val_windows: int = 256
+    #: Train and compare the two baselines after the grown model.
+    baselines: bool = True
+    #: Also report bits per character over the whole held-out text at the end (text task).
+    full_eval: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.type in ("int", int):
-                low = 0 if f.name in ("seed", "min_blending_epochs") else 1
+                low = 0 if f.name in ("seed", "min_blending_epochs", "steps_per_epoch") else 1
                 high = MAX_SEED if f.name == "seed" else MAX_EPOCHS if f.name == "epochs" else 2**31 - 1
                 if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                     raise InvalidArgumentError(f"{f.name} must be a whole number from {low} to {high}; got {value!r}")
@@ -99,8 +123,10 @@ class RunConfig:
             elif f.type in ("bool", bool):
                 if not isinstance(value, bool):
                     raise InvalidArgumentError(f"{f.name} must be true or false; got {value!r}")
-        if self.dataset not in DATASET_SHAPES:
-            raise InvalidArgumentError(f"dataset must be one of {sorted(DATASET_SHAPES)}; got {self.dataset!r}")
+        if self.dataset not in (*DATASET_SHAPES, TEXT):
+            raise InvalidArgumentError(f"dataset must be one of {sorted((*DATASET_SHAPES, TEXT))}; got {self.dataset!r}")
+        if self.dataset == TEXT and self.n_embd % self.n_head:
+            raise InvalidArgumentError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.lr <= 0:
             raise InvalidArgumentError(f"lr must be > 0; got {self.lr!r}")
 
@@ -123,9 +149,50 @@ class RunConfig:
         except InvalidArgumentError as exc:
             raise CheckpointError(f"{where}: the run configuration is invalid: {exc}") from None
 
+    @classmethod
+    def for_task(cls, task: str, *, epochs: int | None = None, seed: int = 0, quick: bool = False) -> RunConfig:
+        """The demo's configuration of ``task`` (``digits``, ``text``, or the test-only ``synthetic``).
+
+        ``quick`` shrinks it to run in seconds (for tests); ``epochs`` replaces the default count.
+        """
+        import esper_func as ef
+
+        if task == "digits":
+            config = cls(dataset="digits", epochs=100, permissive_gates=False,
+                         min_blending_epochs=ef.Gates().min_blending_epochs)
+            if quick:
+                config = dataclasses.replace(config, epochs=6)
+        elif task == TEXT:
+            config = cls(dataset=TEXT, epochs=20, batch_size=32, lr=3e-3, min_lr=3e-4, weight_decay=0.0,
+                         steps_per_epoch=80, min_blending_epochs=1, permissive_gates=True, full_eval=True)
+            if quick:
+                config = dataclasses.replace(config, epochs=4, batch_size=8, steps_per_epoch=3, block_size=16,
+                                             n_embd=16, n_head=2, val_windows=16, full_eval=False)
+        elif task == "synthetic":
+            config = cls(dataset="synthetic")
+            if quick:
+                config = dataclasses.replace(config, epochs=2)
+        else:
+            raise InvalidArgumentError(f"task must be one of {sorted((*DATASET_SHAPES, TEXT))}; got {task!r}")
+        return dataclasses.replace(config, seed=seed, epochs=config.epochs if epochs is None else epochs)
+
+    @property
+    def task(self) -> str:
+        """The :class:`~esper_func.fit.FitConfig` task: ``"language_model"`` for text, else ``"classification"``."""
+        return "language_model" if self.dataset == TEXT else "classification"
+
+    @property
+    def gates_name(self) -> str:
+        return "permissive" if self.permissive_gates else "strict"
+
     def host(self, data: Any) -> Any:
         import esper_func as ef
 
+        if self.dataset == TEXT:
+            return ef.TransformerHost(
+                vocab_size=256, n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer,
+                block_size=self.block_size, dropout=0.0, num_segments=self.n_layer,
+            )
         return ef.CNNHost(
             in_channels=int(data.x_train.shape[1]),
             num_classes=int(data.num_classes),
@@ -134,26 +201,88 @@ class RunConfig:
             memory_format="contiguous_format",
         )
 
-    def optimizer(self) -> Any:
-        import esper_func as ef
+    def widened(self, width: int) -> RunConfig:
+        """This configuration with the host's width (``n_embd`` for text, else ``base_channels``) set to ``width``."""
+        if self.dataset == TEXT:
+            return dataclasses.replace(self, n_embd=width)
+        return dataclasses.replace(self, base_channels=width)
 
-        return ef.optim.sgd(self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+    @property
+    def width(self) -> int:
+        return self.n_embd if self.dataset == TEXT else self.base_channels
+
+    def widths(self) -> range:
+        """Widths the widened baseline may take (at least the host's own)."""
+        if self.dataset == TEXT:
+            return range(self.n_embd, 3 * self.n_embd + 1, self.n_head)
+        return range(self.base_channels, 4 * self.base_channels + 1)
+
+    def build(self, data: Any) -> tuple[Any, Any]:
+        """``(model, train state)`` at initialisation: a pure function of the configuration (and data shape)."""
+        import esper_func as ef
+        from esper_func.demo import gpt_init
+        from esper_func.train import init_train_state
+
+        host = self.host(data)
+        model, params, buffers = ef.build_model(host, host.slot_ids, generator=torch.Generator().manual_seed(self.seed))
+        if self.dataset == TEXT:  # the library's init follows esper-lite's and starts far from a byte model's loss
+            params = {**params, "host": gpt_init(params["host"], self.n_layer, seed=self.seed)}
+        return model, init_train_state(model, params, buffers, optimizer=self.optimizer(), key=self.seed)
+
+    def optimizer(self, epoch: int = 1) -> Any:
+        """The optimizer of ``epoch`` (its learning rate follows the schedule; its state carries over)."""
+        import esper_func as ef
+        from esper_func.demo import cosine_lr
+
+        lr = cosine_lr(min(epoch, self.epochs), self.epochs, self.lr, self.min_lr) if self.min_lr > 0 else self.lr
+        if self.dataset == TEXT:
+            return ef.optim.adamw(lr, betas=(0.9, 0.99), weight_decay=self.weight_decay)
+        return ef.optim.sgd(lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def fit_config(self) -> Any:
         import esper_func as ef
         from esper_func.fit import FitConfig
+        from esper_func.governor import GovernorConfig
 
-        return FitConfig(
-            epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
-            gates=ef.Gates(min_blending_epochs=self.min_blending_epochs, permissive=self.permissive_gates),
+        gates = (
+            ef.Gates(min_blending_epochs=self.min_blending_epochs, permissive=self.permissive_gates)
         )
+        if self.dataset == TEXT:
+            return FitConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, gates=gates,
+                             task="language_model", governor=GovernorConfig(random_guess_loss=math.log(256)),
+                             val_batch_size=256)
+        return FitConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, gates=gates)
 
     def controller(self) -> Any:
         from esper_func.controller import HeuristicConfig, heuristic
 
+        if self.dataset == TEXT:
+            # Germinate early and often: a 20-epoch text run has no time for esper-lite's plateau waits.
+            return heuristic(HeuristicConfig(
+                stabilization_epochs=0, min_epochs_before_germinate=2, plateau_epochs_to_germinate=0,
+                blueprint_rotation=("attention", "mlp"), tempo=3, min_improvement_to_fossilize=0.0,
+            ))
         # The validation loss of a small CNN keeps wobbling by more than esper-lite's 3 %
         # stabilisation band, so the demo germinates on the accuracy plateau alone.
         return heuristic(HeuristicConfig(stabilization_epochs=0))
+
+    def sources(self, data: Any, rank: int = 0, world_size: int = 1) -> tuple[Any, Any]:
+        """``(train, val)`` for :func:`esper_func.fit.run_epoch` (``val`` None: the dataset's own split)."""
+        if self.dataset != TEXT:
+            return data, None
+        from esper_func.demo import fixed_windows
+
+        train = data.train_batches(self.batch_size, self.block_size, seed=self.seed,
+                                   steps=self.steps_per_epoch or None, rank=rank, world_size=world_size)
+        x, y = fixed_windows(data.val, self.val_windows, self.block_size)
+        return train, [(x, y)]
+
+    def val_batches(self, data: Any) -> list[tuple[Any, Any]]:
+        """The validation batches the grown model is measured on (for the Shapley sweep)."""
+        import esper_func as ef
+
+        val = self.sources(data)[1]
+        return val if val is not None else list(ef.data.batches(data.val, 512, shuffle=False))
 
 
 def _load_data(name: str, seed: int) -> Any:
@@ -164,6 +293,8 @@ def _load_data(name: str, seed: int) -> Any:
         return ef.data.load_digits(seed=seed)
     if name == "synthetic":
         return ef.data.synthetic_images(600, classes=DATASET_SHAPES["synthetic"][1], size=8, seed=seed)
+    if name == TEXT:
+        return ef.data.load_stdlib_text()
     raise InvalidArgumentError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_SHAPES)}")
 
 
@@ -199,20 +330,36 @@ class Console:
         if self.enabled:
             print(text, file=self.stream, flush=True)
 
-    def progress(self, epoch: int, total_epochs: int) -> Callable[[int, int], None]:
+    def progress(self, label: str) -> Callable[[int, int], None]:
+        """An ``on_step(done, total)`` callback drawing a bar for one epoch (tqdm when installed, else plain)."""
+        bar: Any = None
+
         def show(done: int, total: int) -> None:
+            nonlocal bar
             if not self.tty:
+                return
+            if _tqdm is not None:
+                if bar is None:
+                    bar = _tqdm(total=total, desc=label, file=self.stream, leave=False, dynamic_ncols=True,
+                                unit="step")
+                    self._bar = bar
+                bar.n = done
+                bar.refresh()
                 return
             width = 24
             filled = int(width * done / max(1, total))
-            bar = "#" * filled + "." * (width - filled)
-            print(f"\repoch {epoch:3d}/{total_epochs} [{bar}] {done}/{total}", end="", file=self.stream, flush=True)
+            text = "#" * filled + "." * (width - filled)
+            print(f"\r{label} [{text}] {done}/{total}", end="", file=self.stream, flush=True)
 
         return show
 
     def end_progress(self) -> None:
-        if self.tty:
-            print("\r" + " " * 60 + "\r", end="", file=self.stream, flush=True)
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.close()
+            self._bar = None
+        elif self.tty:
+            print("\r" + " " * 72 + "\r", end="", file=self.stream, flush=True)
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
@@ -231,7 +378,9 @@ def _describe_event(event: Mapping[str, Any]) -> str | None:
     if kind == "StageChanged":
         return f"{slot}: {event['from_stage']} -> {event['to_stage']} (alpha {event['alpha']:.2f})"
     if kind == "SeedFossilized":
-        return f"{slot}: fossilized {event['blueprint_id']}, contribution {event['counterfactual']}"
+        contribution = event["counterfactual"]
+        shown = "not measured" if contribution is None else f"{float(contribution):+.2f} pts"
+        return f"{slot}: fossilized {event['blueprint_id']}, contribution {shown}"
     if kind == "SeedPruned":
         return f"{slot}: pruned {event['blueprint_id']} ({event['reason']}, by {event['initiator']})"
     if kind == "GateEvaluated" and not event["passed"]:
@@ -241,19 +390,27 @@ def _describe_event(event: Mapping[str, Any]) -> str | None:
 
 def _epoch_line(record: Mapping[str, Any], seconds: float) -> str:
     live = [
-        f"{sid}:{info['stage'][:5].lower()}@{info['alpha']:.2f}"
+        f"{sid} {info['blueprint']} {info['stage']} alpha {info['alpha']:.2f}"
         for sid, info in record["slots"].items()
         if info["stage"] not in ("DORMANT", "UNKNOWN")
     ]
+    bits = record.get("val_bits_per_token")
+    quality = f"val bpc {float(bits):.3f}" if bits is not None else f"val acc {100 * record['val_accuracy']:5.1f}%"
     return (
-        f"epoch {record['epoch']:3d}  train loss {float(record['train_loss']):.4f}  "
-        f"val loss {float(record['val_loss']):.4f}  val acc {100 * record['val_accuracy']:5.1f}%  "
-        f"{' '.join(live) or 'no seeds'}  ({seconds:.1f}s)"
+        f"epoch {record['epoch']:3d}  train loss {float(record['train_loss']):.3f}  "
+        f"val loss {float(record['val_loss']):.3f}  {quality}  params {record.get('params') or '-'}  "
+        f"{'; '.join(live) or 'all slots empty'}  ({seconds:.1f}s)"
     )
 
 
 METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.png"
+SUMMARY_FILE = "summary.json"
+BASELINES_FILE = "baselines.json"
+#: The files a demo run writes next to its checkpoints (all owned by the run).
+OUTPUT_FILES = (METRICS_FILE, REPORT_FILE, SUMMARY_FILE, BASELINES_FILE)
+#: The baselines, in the order they are trained, and their words.
+BASELINE_NAMES = {"no_seeds": "no seeds", "widened": "widened static host"}
 
 
 def _metrics_bytes(records: Sequence[Mapping[str, Any]]) -> bytes:
@@ -269,8 +426,8 @@ def _write_metrics(out: Path, records: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
-def _write_report(out: Path, records: Sequence[Mapping[str, Any]], title: str) -> Path:
-    """Draw ``report.png`` into a temporary file and rename it into place."""
+def _write_report(out: Path, records: Sequence[Mapping[str, Any]], title: str, **extra: Any) -> Path:
+    """Draw ``report.png`` into a temporary file and rename it into place (``extra`` goes to ``write_report``)."""
     import secrets
 
     from esper_func.checkpoint import _fsync_dir
@@ -280,7 +437,7 @@ def _write_report(out: Path, records: Sequence[Mapping[str, Any]], title: str) -
     path = out / REPORT_FILE
     tmp = out / f"{TMP_PREFIX}{secrets.token_hex(4)}-{REPORT_FILE}"
     try:
-        write_report(records, tmp, title=title)
+        write_report(records, tmp, title=title, **extra)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -321,28 +478,241 @@ def _trim_rank_log(path: Path, epochs_done: int) -> None:
         write_atomic(path, trimmed)
 
 
-def _summary(console: Console, model: Any, state: Any, records: Sequence[Mapping[str, Any]]) -> None:
-    last = records[-1]
-    rows = []
-    for sid in model.slot_order:
-        info = last["slots"][sid]
-        slot = model.slot(sid)
-        seed_state = state.seeds.get(sid)
-        contribution = None if seed_state is None else seed_state.metrics.counterfactual_contribution
-        rows.append(
-            [
-                sid,
-                info["blueprint"] or "-",
-                info["stage"],
-                f"{info['alpha']:.2f}",
-                "-" if contribution is None else f"{contribution:+.2f}",
-                "-" if slot is None else slot.num_params(),
-            ]
+def _metrics_of(record: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The validation metrics of an epoch record a baseline entry keeps."""
+    out = {"epoch": record["epoch"], "val_loss": record["val_loss"], "val_accuracy": record["val_accuracy"]}
+    if task == TEXT:
+        out["val_bpc"] = record["val_bits_per_token"]
+    return out
+
+
+def _demo_lines(config: RunConfig, records: Sequence[Mapping[str, Any]],
+                baselines: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl``: each epoch record (``EpochRecord.to_dict()``) plus ``baseline``
+    (``{name: {"val_loss", "val_accuracy"[, "val_bpc"]}}`` for the baselines already trained) and, for
+    text, ``val_bpc``."""
+    runs = (baselines or {})
+    lines = []
+    for record in records:
+        line = dict(record)
+        if config.dataset == TEXT:
+            line["val_bpc"] = record["val_bits_per_token"]
+        epoch = int(record["epoch"])
+        line["baseline"] = {
+            name: {k: v for k, v in run["history"][epoch - 1].items() if k != "epoch"}
+            for name, run in runs.items()
+            if len(run["history"]) >= epoch
+        }
+        lines.append(line)
+    return lines
+
+
+def _dataset_info(data: Any) -> dict[str, Any]:
+    """``{"name", "bytes" | "samples", "sha256", ...}`` of the data a run used."""
+    import hashlib
+
+    info = getattr(data, "info", None)
+    if info is not None:
+        return dict(info.to_dict())
+    digest = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_val, data.y_val):
+        digest.update(t.contiguous().numpy().tobytes())
+    return {"name": "unnamed", "samples": int(data.x_train.shape[0] + data.x_val.shape[0]), "sha256": digest.hexdigest()}
+
+
+def _host_param_count(config: RunConfig, data: Any) -> int:
+    import esper_func as ef
+
+    host = config.host(data)
+    _, params, _ = ef.build_model(host, host.slot_ids, generator=torch.Generator().manual_seed(0))
+    return sum(t.numel() for t in params["host"].values())
+
+
+def _full_val_bpc(config: RunConfig, data: Any, model: Any, state: Any) -> float | None:
+    """Bits per character over the whole held-out text (text task with ``full_eval``), else ``None``."""
+    import esper_func as ef
+
+    if config.dataset != TEXT or not config.full_eval:
+        return None
+    grid = ef.alphas_of(model, state.seeds).unsqueeze(0)
+    result = ef.evaluate(model, state.params, state.buffers, data.val_batches(256, config.block_size), grid,
+                         loss_fn=F.cross_entropy)
+    return float(result.loss[0]) / math.log(2)
+
+
+def _wait(observation: Any) -> Any:
+    """The baselines' controller: never germinate."""
+    from esper_func.lifecycle import Action, ActionKind
+
+    return Action(kind=ActionKind.WAIT, reason="baseline: no seeds")
+
+
+def _run_baseline(name: str, config: RunConfig, data: Any, grown_params: int, console: Console) -> dict[str, Any]:
+    """Train baseline ``name`` (``no_seeds``: the grown model's host, never germinating; ``widened``: a
+    static host of the width whose parameter count is closest to ``grown_params``) with the grown model's
+    data, epochs, steps and optimizer; its per-epoch validation metrics."""
+    import esper_func as ef
+    from esper_func.demo import closest_width
+    from esper_func.fit import LoopState, run_epoch
+
+    if name == "widened":
+        width, _ = closest_width(lambda w: _host_param_count(config.widened(w), data), grown_params, config.widths())
+        cfg = config.widened(width)
+    else:
+        cfg = config
+    started = time.perf_counter()
+    model, state = cfg.build(data)
+    train, val = cfg.sources(data)
+    fit_config, registry = cfg.fit_config(), ef.default_registry()
+    loop = LoopState()
+    history = []
+    label = BASELINE_NAMES[name]
+    while loop.epoch < cfg.epochs:
+        epoch = loop.epoch + 1
+        model, state, loop, record = run_epoch(
+            model, state, loop, train, val=val, optimizer=cfg.optimizer(epoch), config=fit_config, registry=registry,
+            controller=_wait, loss_fn=F.cross_entropy, on_step=console.progress(f"{label}: epoch {epoch}/{cfg.epochs}"),
         )
+        console.end_progress()
+        history.append(_metrics_of(record.to_dict(), cfg.dataset))
+    params = int(record.params or 0)
+    full = _full_val_bpc(cfg, data, model, state)
+    seconds = time.perf_counter() - started
+    last = history[-1]
+    quality = f"{float(last['val_bpc']):.3f} bpc" if cfg.dataset == TEXT else f"{100 * float(last['val_accuracy']):.1f}%"
+    console.line(f"baseline {label} (width {cfg.width}, {params} parameters): {quality} after {cfg.epochs} epochs ({seconds:.1f}s)")
+    return {"width": cfg.width, "params": params, "history": history, "full_val_bpc": full, "seconds": seconds}
+
+
+def _read_baselines(out: Path, key: Mapping[str, Any]) -> dict[str, Any]:
+    """The baselines already trained for this run (``{}`` when none, or when they were for another run)."""
+    path = out / BASELINES_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict) or stored.get("for") != json.loads(json.dumps(key)):
+        return {}
+    runs = stored.get("runs")
+    return dict(runs) if isinstance(runs, dict) else {}
+
+
+def _final_and_best(history: Sequence[Mapping[str, Any]], task: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    final = {k: v for k, v in history[-1].items()}
+    best: dict[str, Any] = {
+        "val_loss": min(float(h["val_loss"]) for h in history),
+        "val_accuracy": max(float(h["val_accuracy"]) for h in history),
+    }
+    if task == TEXT:
+        best["val_bpc"] = min(float(h["val_bpc"]) for h in history)
+    return final, best
+
+
+def _finish(
+    out: Path, config: RunConfig, data: Any, model: Any, state: Any, records: Sequence[Mapping[str, Any]],
+    console: Console,
+) -> None:
+    """After the grown model's last epoch (rank 0): train the baselines not yet trained (each saved to
+    ``baselines.json`` once complete), then write ``metrics.jsonl``, ``summary.json`` and ``report.png``
+    and print the comparison. Run again by ``resume`` until everything is there."""
+    from esper_func.demo import slot_shapley, verdict
+    from esper_func.runs import write_atomic
+
+    began = time.perf_counter()
+    trained_now = 0.0
+    grown_params = int(records[-1].get("params") or sum(t.numel() for t in state.params["host"].values()))
+    key = {"config": dataclasses.asdict(config), "grown_params": grown_params}
+    runs = _read_baselines(out, key) if config.baselines else {}
+    for name in BASELINE_NAMES if config.baselines else ():
+        if name not in runs:
+            runs[name] = _run_baseline(name, config, data, grown_params, console)
+            trained_now += float(runs[name]["seconds"])
+            write_atomic(out / BASELINES_FILE, json.dumps({"for": key, "runs": runs}, sort_keys=True, indent=1).encode())
+    shapley = slot_shapley(model, state.params, state.buffers, state.seeds, config.val_batches(data), loss_fn=F.cross_entropy)
+    lines = _demo_lines(config, records, runs)
+    _write_metrics(out, lines)
+
+    grown_history = [_metrics_of(r, config.dataset) for r in records]
+    final, best = _final_and_best(grown_history, config.dataset)
+    if config.dataset == TEXT:
+        final["full_val_bpc"] = _full_val_bpc(config, data, model, state)
+    finals = {"grown": final}
+    bests = {"grown": best}
+    params = {"grown": grown_params}
+    for name, run in runs.items():
+        finals[name], bests[name] = _final_and_best(run["history"], config.dataset)
+        if config.dataset == TEXT:
+            finals[name]["full_val_bpc"] = run.get("full_val_bpc")
+        params[name] = run["params"]
+    events = [e for r in records for e in r["events"] if e.get("kind") in ("fossilized", "pruned")]
+    last = records[-1]
+    grown_seconds = sum(float(r["seconds"]) for r in records if isinstance(r.get("seconds"), (int, float)))
+    summary = {
+        "task": config.dataset,
+        "gates": config.gates_name,
+        "dataset": _dataset_info(data),
+        "epochs": config.epochs,
+        "config": dataclasses.asdict(config),
+        "final": finals,
+        "best": bests,
+        "params": params,
+        "widths": {"grown": config.width, **{n: r["width"] for n, r in runs.items()}},
+        "slots": {sid: {k: info[k] for k in ("stage", "blueprint", "alpha")} for sid, info in last["slots"].items()},
+        "decisions": [{k: e[k] for k in ("epoch", "kind", "slot", "reason")} for e in events],
+        "shapley_points": shapley,
+        # The grown epochs, every baseline and this final evaluation (each counted once over resumes).
+        "wall_seconds": round(grown_seconds + sum(float(r["seconds"]) for r in runs.values())
+                              + (time.perf_counter() - began - trained_now), 2),
+        "verdict": verdict(config.dataset if config.dataset == TEXT else "accuracy",
+                           final, {n: finals[n] for n in runs}, names=BASELINE_NAMES),
+    }
+    write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    _write_report(out, lines, title=_title(config), shapley=shapley, baseline_names=BASELINE_NAMES,
+                  baseline_params={n: r["params"] for n, r in runs.items()})
+    _final_table(console, config, summary)
+
+
+def _title(config: RunConfig) -> str:
+    return f"esper-func demo: {config.dataset}, {config.gates_name} gates, seed {config.seed}"
+
+
+def _final_table(console: Console, config: RunConfig, summary: Mapping[str, Any]) -> None:
+    text = config.dataset == TEXT
     console.line()
-    console.table(["slot", "blueprint", "stage", "alpha", "contribution (pts)", "params"], rows)
-    best = max(r["val_accuracy"] for r in records)
-    console.line(f"\nfinal validation accuracy {100 * last['val_accuracy']:.1f}% (best {100 * best:.1f}%) after {last['epoch']} epochs")
+    console.table(
+        ["slot", "blueprint", "stage", "alpha", "Shapley (pts)"],
+        [[sid, info["blueprint"] or "-", info["stage"], f"{float(info['alpha']):.2f}",
+          f"{summary['shapley_points'][sid]:+.2f}" if sid in summary["shapley_points"] else "-"]
+         for sid, info in summary["slots"].items()],
+    )
+    console.line()
+    headers = ["model", "params", "final val acc", "best val acc", "final val loss"]
+    if text:
+        headers += ["final bpc", "best bpc"] + (["held-out bpc"] if config.full_eval else [])
+    rows = []
+    for name in summary["final"]:
+        final, best = summary["final"][name], summary["best"][name]
+        row = [
+            "grown" if name == "grown" else BASELINE_NAMES.get(name, name),
+            summary["params"][name],
+            f"{100 * float(final['val_accuracy']):.1f}%",
+            f"{100 * float(best['val_accuracy']):.1f}%",
+            f"{float(final['val_loss']):.3f}",
+        ]
+        if text:
+            row += [f"{float(final['val_bpc']):.3f}", f"{float(best['val_bpc']):.3f}"]
+            if config.full_eval:
+                full = final.get("full_val_bpc")
+                row.append("-" if full is None else f"{float(full):.3f}")
+        rows.append(row)
+    console.table(headers, rows)
+    final, best = summary["final"]["grown"], summary["best"]["grown"]
+    console.line(
+        f"\nfinal validation accuracy {100 * float(final['val_accuracy']):.1f}% (best "
+        f"{100 * float(best['val_accuracy']):.1f}%) after {summary['epochs']} epochs"
+        + (f", {float(final['val_bpc']):.3f} bits per character" if text else "")
+    )
+    console.line(summary["verdict"])
 
 
 # --------------------------------------------------------------------------- ranks
@@ -400,32 +770,37 @@ def _train(
     console: Console,
     claim: Any = None,
 ) -> int:
-    """Train from ``(model, state, loop)`` to ``config.epochs``, checkpointing after every epoch."""
+    """Train from ``(model, state, loop)`` to ``config.epochs``, checkpointing after every epoch, then
+    (:func:`_finish`) the baselines, the summary and the report."""
     import esper_func as ef
     from esper_func import distributed
-    from esper_func.fit import epochs as run_epochs
+    from esper_func.fit import LoopState, run_epoch
     from esper_func.runs import save_run
 
     registry = ef.default_registry()
-    optimizer = config.optimizer()
     world.check_consistent(model, registry)
     fit_config = config.fit_config()
+    controller = config.controller()
+    reducer = world.reducer()
+    train, val = config.sources(data, world.rank, world.size)
     extra = {"run_config": dataclasses.asdict(config)}
     started = time.perf_counter()
     epoch_start = started
     records = [r.to_dict() for r in loop.records] if loop is not None else []
-    done = loop.epoch if loop is not None else 0
+    loop = loop if loop is not None else LoopState()
     if world.rank == 0:
-        _write_metrics(out, records)  # what the checkpoint holds: repairs a crash between save and metrics
-    _trim_rank_log(out / f"rank{world.rank}.jsonl", done)
+        # What the checkpoint holds: repairs a crash between save and metrics.
+        _write_metrics(out, _demo_lines(config, records, None))
+    _trim_rank_log(out / f"rank{world.rank}.jsonl", loop.epoch)
     rank_log = distributed.RankLog(out, world.rank)
-    steps = run_epochs(
-        model, state, data, optimizer=optimizer, config=fit_config, registry=registry,
-        controller=config.controller(), loss_fn=F.cross_entropy, loop=loop, reducer=world.reducer(),
-        rank=world.rank, world_size=world.size, on_step=console.progress(done + 1, config.epochs),
-    )
-    for model, state, loop, epoch_record in steps:
-        record = epoch_record.to_dict()  # the JSON object metrics.jsonl holds
+    while loop.epoch < config.epochs:
+        epoch = loop.epoch + 1
+        model, state, loop, epoch_record = run_epoch(
+            model, state, loop, train, val=val, optimizer=config.optimizer(epoch), config=fit_config,
+            registry=registry, controller=controller, loss_fn=F.cross_entropy, reducer=reducer,
+            rank=world.rank, world_size=world.size, on_step=console.progress(f"epoch {epoch}/{config.epochs}"),
+        )
+        record = epoch_record.to_dict()  # the JSON object metrics.jsonl holds (plus the demo's keys)
         console.end_progress()
         now = time.perf_counter()
         console.line(_epoch_line(record, now - epoch_start))
@@ -442,14 +817,45 @@ def _train(
             save_run(_checkpoints(out), model, state, loop, extra=extra)
             if claim is not None:
                 claim.commit()  # the new run has a checkpoint: a run it replaced can go now
-            _write_metrics(out, records)
+            _write_metrics(out, _demo_lines(config, records, None))
     if world.rank == 0 and records:
-        _write_report(out, records, title=f"esper-func {config.dataset}, seed {config.seed}")
-        _summary(console, model, state, records)
+        _finish(out, config, data, model, state, records, console)
         console.line(
-            f"{time.perf_counter() - started:.1f}s; wrote {out / METRICS_FILE}, {out / REPORT_FILE}, {_checkpoints(out)}"
+            f"{time.perf_counter() - started:.1f}s; wrote {out / METRICS_FILE}, {out / SUMMARY_FILE}, "
+            f"{out / REPORT_FILE}, {_checkpoints(out)}"
         )
     return 0
+
+
+@contextlib.contextmanager
+def _threads(config: RunConfig) -> Any:
+    """Pin the demo to one CPU thread while it trains (its small matrices gain little from more, and
+    lose much when the cores are shared: waiting threads spin); the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _header(config: RunConfig, data: Any, model: Any, state: Any) -> str:
+    """The first line a demo prints: data, host, budget, gates and baselines, in words."""
+    params = sum(int(t.numel()) for t in state.params["host"].values())
+    if config.dataset == TEXT:
+        where = f"{int(data.train.numel()):,} training / {int(data.val.numel()):,} held-out bytes of Python source"
+        host = (f"transformer host (width {config.n_embd}, {config.n_layer} layers, {config.n_head} heads, "
+                f"context {config.block_size})")
+        steps = f"{config.steps_per_epoch} steps of {config.batch_size} windows"
+    else:
+        where = f"{int(data.x_train.shape[0])} training / {int(data.x_val.shape[0])} validation images"
+        host = f"CNN host ({config.n_blocks} blocks, {config.base_channels} base channels)"
+        steps = f"batches of {config.batch_size}"
+    return (
+        f"esper-func demo: {config.dataset} ({where}); {host}, {params:,} parameters; slots "
+        f"{', '.join(model.slot_order)}; {config.epochs} epochs, {steps}; {config.gates_name} gates; "
+        f"baselines: {', '.join(BASELINE_NAMES.values()) if config.baselines else 'none'}"
+    )
 
 
 def _note(command: str, text: str) -> None:
@@ -457,7 +863,6 @@ def _note(command: str, text: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import esper_func as ef
     from esper_func import distributed
     from esper_func.checkpoint import _make_dirs
     from esper_func.runs import (
@@ -467,9 +872,10 @@ def _demo(args: argparse.Namespace) -> int:
         claim_run_directory,
         lock_run_directory,
     )
-    from esper_func.train import init_train_state
-
-    config = RunConfig(epochs=args.epochs, seed=args.seed, dataset=args.dataset)
+    task = args.dataset or args.task
+    if args.dataset and args.task not in (None, args.dataset):
+        raise InvalidArgumentError(f"--task {args.task} and --dataset {args.dataset} disagree; pass one of them")
+    config = RunConfig.for_task(task or "digits", epochs=args.epochs, seed=args.seed, quick=args.quick)
     out = Path(args.out)
     _require_for_training(config.dataset)
     world = distributed.from_environment()
@@ -482,7 +888,7 @@ def _demo(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             manifest = RunManifest(
                 kind="trained",
-                owns=(CHECKPOINTS_DIR, METRICS_FILE, REPORT_FILE, *_rank_log_names(world)),
+                owns=(CHECKPOINTS_DIR, *OUTPUT_FILES, *_rank_log_names(world)),
                 config=dataclasses.asdict(config),
             )
 
@@ -495,18 +901,11 @@ def _demo(args: argparse.Namespace) -> int:
                 return claim_run_directory(out, manifest, overwrite=args.overwrite)
 
             claim = _together(world, claim_directory if world.rank == 0 else lambda: None)
-            host = config.host(data)
-            model, params, buffers = ef.build_model(
-                host, host.slot_ids, generator=torch.Generator().manual_seed(config.seed)
-            )
-            state = init_train_state(model, params, buffers, optimizer=config.optimizer(), key=config.seed)
-            console.line(
-                f"esper-func demo: {config.dataset} ({data.x_train.shape[0]} train / {data.x_val.shape[0]} validation), "
-                f"{host}, slots {', '.join(host.slot_ids)}, {config.epochs} epochs"
-                + (f", {world.size} ranks" if world.size > 1 else "")
-            )
+            model, state = config.build(data)
+            console.line(_header(config, data, model, state) + (f", {world.size} ranks" if world.size > 1 else ""))
             try:
-                return _train(out, config, data, world, model, state, None, console=console, claim=claim)
+                with _threads(config):
+                    return _train(out, config, data, world, model, state, None, console=console, claim=claim)
             except BaseException as exc:
                 if claim is not None and not claim.committed:
                     replaced = claim.replaced
@@ -598,22 +997,9 @@ def _resume_target(out: Path, manifest: Any, saved: Any, epochs: int | None) -> 
     return config, done
 
 
-def _repair_outputs(out: Path, records: Sequence[Mapping[str, Any]], config: RunConfig) -> None:
-    """Bring ``metrics.jsonl`` and ``report.png`` in line with the checkpoint's records (after a crash)."""
-    metrics = out / METRICS_FILE
-    expected = _metrics_bytes(records)
-    stale = not metrics.is_file() or metrics.read_bytes() != expected
-    if stale:
-        _write_metrics(out, records)
-    if records and (stale or not (out / REPORT_FILE).is_file()):
-        _write_report(out, records, title=f"esper-func {config.dataset}, seed {config.seed}")
-
-
 def _resume(args: argparse.Namespace) -> int:
-    import esper_func as ef
     from esper_func import distributed
     from esper_func.runs import CHECKPOINTS_DIR, RunManifest, lock_run_directory, write_manifest
-    from esper_func.train import init_train_state
 
     out = Path(args.dir)
     _require("safetensors.torch", "safetensors", "loading checkpoints")
@@ -630,39 +1016,38 @@ def _resume(args: argparse.Namespace) -> int:
             manifest, saved = _together(world, lambda: _open_run(out, "resume", notes=world.rank == 0))
             config, done = _resume_target(out, manifest, saved, args.epochs)
             _require_for_training(config.dataset)
+            data = _together(world, lambda: _load_data(config.dataset, config.seed))
             if done >= config.epochs:
-                _, _, loop = saved.restore(None)
-                if world.rank == 0:
-                    _repair_outputs(out, [r.to_dict() for r in loop.records], config)
+                model, state, loop = saved.restore(None)
                 console.line(
                     f"nothing to do: the run in {out} already has {done} of {config.epochs} epochs; "
-                    f"pass --epochs N with N > {done} to train further"
+                    f"pass --epochs N with N > {done} to train further (training any missing baseline, "
+                    "repairing the outputs)"
                 )
+                if world.rank == 0:
+                    with _threads(config):
+                        _finish(out, config, data, model, state, [r.to_dict() for r in loop.records], console)
                 return 0
-            data = _together(world, lambda: _load_data(config.dataset, config.seed))
             if saved is None:
                 if world.rank == 0:
                     _note("resume", f"no complete checkpoint in {_checkpoints(out)}; starting the run over")
-                host = config.host(data)
-                model, params, buffers = ef.build_model(
-                    host, host.slot_ids, generator=torch.Generator().manual_seed(config.seed)
-                )
-                state = init_train_state(model, params, buffers, optimizer=config.optimizer(), key=config.seed)
+                model, state = config.build(data)
                 loop = None
                 console.line(f"starting {out} over, training to epoch {config.epochs}")
             else:
-                model, state, loop = saved.restore(config.optimizer())
+                model, state, loop = saved.restore(config.optimizer(saved.epoch + 1))
                 console.line(f"resuming {out} after epoch {loop.epoch}, training to epoch {config.epochs}")
 
             def record_ownership() -> None:
-                owns = (CHECKPOINTS_DIR, METRICS_FILE, REPORT_FILE, *_rank_log_names(world))
+                owns = (CHECKPOINTS_DIR, *OUTPUT_FILES, *_rank_log_names(world))
                 if manifest is None:  # a run written before run directories had a manifest
                     write_manifest(out, RunManifest(kind="trained", owns=owns, config=dataclasses.asdict(config)))
                 elif not set(owns) <= set(manifest.owns):
                     write_manifest(out, manifest.owning(*owns))
 
             _together(world, record_ownership if world.rank == 0 else lambda: None)
-            return _train(out, config, data, world, model, state, loop, console=console)
+            with _threads(config):
+                return _train(out, config, data, world, model, state, loop, console=console)
     finally:
         world.finish()
 
@@ -920,13 +1305,20 @@ def _parser() -> _Parser:
     epochs = _whole_number(1, MAX_EPOCHS)
     datasets = sorted(DATASET_SHAPES)
 
-    demo = sub.add_parser("demo", help="train a small CNN on handwritten digits, growing seeds")
-    demo.add_argument("--epochs", type=epochs, default=RunConfig.epochs, help=f"epochs (default {RunConfig.epochs})")
+    demo = sub.add_parser(
+        "demo", help="grow seeds on handwritten digits (a CNN) or Python source (a transformer), against two baselines",
+    )
+    demo.add_argument("--task", choices=DEMO_TASKS, default=None,
+                      help="digits: a small CNN on scikit-learn's digits, strict gates (default); text: a byte-level "
+                           "transformer on the Python standard library's source, permissive gates")
+    demo.add_argument("--epochs", type=epochs, default=None, help="epochs (default: the task's, 100 digits, 20 text)")
+    demo.add_argument("--quick", action="store_true", help="tiny sizes that run in seconds (for tests)")
     demo.add_argument("--seed", type=_whole_number(0, MAX_SEED), default=0,
                       help="seed for data split, order and weights (default 0)")
     demo.add_argument("--out", type=_directory_arg, default=DEFAULT_OUT,
                       help=f"output directory: missing, empty, or a run to --overwrite (default {DEFAULT_OUT})")
-    demo.add_argument("--dataset", choices=datasets, default="digits", help="built-in data (default digits)")
+    demo.add_argument("--dataset", choices=datasets, default=None,
+                      help="built-in image data instead of --task (synthetic: tiny random images, for tests)")
     demo.add_argument("--overwrite", action="store_true",
                       help="replace the run in --out (only the run's own files; refused if anything else is there)")
     demo.set_defaults(run=_demo)

@@ -43,6 +43,7 @@ from esper_func.lifecycle.gates import GateLevel
 from esper_func.lifecycle.stages import SeedStage
 
 __all__ = [
+    "EVENT_KINDS",
     "TASKS",
     "ActionRecord",
     "EpochRecord",
@@ -122,16 +123,46 @@ _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
 }
 
 
+#: The short ``kind`` of each event type in :func:`event_to_dict`'s output.
+EVENT_KINDS: Final[dict[str, str]] = {
+    "SeedGerminated": "germinated",
+    "GateEvaluated": "gate",
+    "StageChanged": "stage_changed",
+    "SeedFossilized": "fossilized",
+    "SeedPruned": "pruned",
+}
+
+
+def _event_reason(event: LifecycleEvent) -> str:
+    """Why ``event`` happened, in words (a pruned seed's own ``reason``)."""
+    if isinstance(event, SeedGerminated):
+        return f"germinated {event.blueprint_id} ({event.params} parameters)"
+    if isinstance(event, GateEvaluated):
+        verdict = "passed" if event.passed else "failed: " + ", ".join(event.checks_failed)
+        return f"gate {event.gate.name} {verdict}"
+    if isinstance(event, StageChanged):
+        return f"{event.from_stage.name} -> {event.to_stage.name}"
+    if isinstance(event, SeedFossilized):
+        contribution = "not measured" if event.counterfactual is None else f"{event.counterfactual:+.2f} points"
+        return f"fossilized {event.blueprint_id}: contribution {contribution}, improvement {event.improvement:+.2f} points"
+    return event.reason  # SeedPruned
+
+
 def event_to_dict(event: LifecycleEvent, epoch: int) -> dict[str, Any]:
     """A JSON-compatible dict of ``event`` with its ``type`` and the run's ``epoch``.
 
     The event's own ``epoch`` field (the seed's epoch counter) is written as
     ``seed_epoch``; enums by name, tuples as lists, non-finite floats as
-    their ``repr``.
+    their ``repr``. Three summary keys come first: ``kind`` (a short name,
+    :data:`EVENT_KINDS`), ``slot`` (the slot id) and ``reason`` (why, in
+    words; a pruned seed's own ``reason`` field). :func:`event_from_dict`
+    ignores ``kind`` and ``slot`` (and reads ``reason`` only where it is a field),
+    so dicts written without them read back the same.
     """
     body = {k: _jsonable(v) for k, v in dataclasses.asdict(event).items()}
     body["seed_epoch"] = body.pop("epoch")
-    return {"type": type(event).__name__, "epoch": epoch, **body}
+    summary = {"kind": EVENT_KINDS[type(event).__name__], "slot": event.slot_id, "reason": _event_reason(event)}
+    return {"type": type(event).__name__, "epoch": epoch, **summary, **body}
 
 
 def event_from_dict(data: Mapping[str, Any]) -> tuple[LifecycleEvent, int]:
