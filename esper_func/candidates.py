@@ -54,15 +54,33 @@ def _stacked_meta(seed: nn.Module, n: int) -> nn.Module:
     return holder
 
 
+class _Incubator(torch.autograd.Function):
+    """``h`` forward; backward hands ``h`` its gradient and every stacked candidate output the same one.
+
+    The value of ``h + sum_k (s_k - s_k.detach())`` and its gradients, exactly,
+    without materialising ``K`` copies of the activations: the candidates'
+    gradient is the upstream gradient broadcast over the stack (a view).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, out: Tensor) -> Tensor:
+        ctx.n = out.shape[0]
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
+        return grad, grad.expand(ctx.n, *grad.shape)
+
+
 class CandidatesModule(nn.Module):
     """The candidate group's forward, for ``functional_call`` inside the model module.
 
     Parameter names are ``stacks.<blueprint>.<name>`` with shapes
     ``[n, *shape]``. :meth:`features` runs each blueprint's candidates as one
     ``vmap`` over their stacked parameters on the detached host features and
-    returns, as ``seed_out``, the straight-through term ``sum_k (s_k -
-    s_k.detach())`` (exactly zero, with gradient one for every ``s_k``);
-    :meth:`combine` adds it to the host features. The forward value is the
+    ties them to the host features as ``h + sum_k (s_k - s_k.detach())``
+    would (value ``h``; every ``s_k`` receives the upstream gradient), which
+    :meth:`combine` returns. The forward value is the
     host's at every alpha: a group has no blend to counterfactually switch on
     (score its candidates with :func:`esper_func.tournament.candidate_outputs`).
     """
@@ -108,21 +126,27 @@ class CandidatesModule(nn.Module):
         return outputs
 
     def features(self, x: Tensor, stage: int) -> SeedFeatures:
-        """The straight-through term of every candidate on the detached host features."""
+        """Every candidate on the detached host features, tied to ``x`` by the incubator.
+
+        ``seed_out`` is the incubated host features: ``x``'s values, whose
+        gradient flows to ``x`` unchanged and to every candidate's output.
+        """
         seed_input = x.detach()
         if not seed_input.is_contiguous():
             seed_input = seed_input.contiguous()  # as a single seed reads a channels_last host
-        delta: Tensor | None = None
+        h = x
+        compiling = torch.compiler.is_compiling()
         for out in self.group_outputs(seed_input):
-            term = (out - out.detach()).sum(0)
-            delta = term if delta is None else delta + term
-        if delta is None:
-            delta = torch.zeros_like(seed_input)
-        return SeedFeatures(seed_input, delta, None)
+            if not out.requires_grad:
+                continue
+            out = out.to(x.dtype)
+            # Compiled, the plain expression (the compiler fuses it; Dynamo would instantiate the Function).
+            h = h + (out - out.detach()).sum(0) if compiling else _Incubator.apply(h, out)
+        return SeedFeatures(seed_input, h, None)
 
     def combine(self, x: Tensor, features: SeedFeatures, alpha: Tensor, stage: int) -> Tensor:
-        """``x + sum_k (s_k - s_k.detach())``: the host's value; each candidate gets the upstream gradient."""
-        return x + features.seed_out.to(x.dtype)
+        """The host's features; each candidate gets their upstream gradient (see :meth:`features`)."""
+        return features.seed_out
 
     def forward(self, x: Tensor, alpha: Tensor, stage: int) -> Tensor:
         """The incubator's output (the host's features, with the candidates on the gradient path)."""
