@@ -131,7 +131,8 @@ def add_candidates(
     train step the slot trains.
 
     Args:
-        model, params: the model and its parameters (left untouched).
+        model: the model (left untouched).
+        params: its parameters (left untouched).
         slot_id: a free slot of ``model`` (no seed).
         registry: where the blueprints are looked up.
         blueprints: one blueprint name (or :class:`~esper_func.Blueprint`) per
@@ -430,7 +431,9 @@ def select_candidate(
     :func:`keep_candidate_tree` and the event's ``winner`` index.
 
     Args:
-        model, params, buffers: the model with a candidate group at ``slot_id``.
+        model: the model with a candidate group at ``slot_id``.
+        params: its parameters (left untouched).
+        buffers: its buffers (left untouched).
         states: lifecycle states per slot; ``states[slot_id]`` is the slot's
             state in TRAINING.
         slot_id: the slot holding the candidates.
