@@ -21,6 +21,7 @@ from esper_func import data as data
 from esper_func import hosts as hosts
 from esper_func import optim as optim
 from esper_func import train as train
+from esper_func import tournament as tournament
 
 # Attribution and counterfactuals
 from esper_func.attribution import alpha_grid as alpha_grid
@@ -67,6 +68,7 @@ from esper_func.lifecycle.events import SeedFossilized as SeedFossilized
 from esper_func.lifecycle.events import SeedGerminated as SeedGerminated
 from esper_func.lifecycle.events import SeedPruned as SeedPruned
 from esper_func.lifecycle.events import StageChanged as StageChanged
+from esper_func.lifecycle.events import TournamentDecided as TournamentDecided
 from esper_func.lifecycle.gates import GateLevel as GateLevel
 from esper_func.lifecycle.gates import GateResult as GateResult
 from esper_func.lifecycle.gates import Gates as Gates
@@ -138,6 +140,15 @@ from esper_func.train import TrainState as TrainState
 from esper_func.train import init_train_state as init_train_state
 from esper_func.train import record_step_gradients as record_step_gradients
 from esper_func.train import train_step as train_step
+
+# Seed tournaments (candidate seeds incubated together in one slot)
+from esper_func.candidates import Candidates as Candidates
+from esper_func.tournament import CandidateScores as CandidateScores
+from esper_func.tournament import add_candidates as add_candidates
+from esper_func.tournament import candidate_params as candidate_params
+from esper_func.tournament import keep_candidate_tree as keep_candidate_tree
+from esper_func.tournament import score_candidates as score_candidates
+from esper_func.tournament import select_candidate as select_candidate
 
 # Slots and stages
 from esper_func.slot import Slot as Slot

@@ -34,6 +34,7 @@ from torch.func import functional_call
 from esper_func._rng import derive_seed, generator_from_seed, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blueprints import Registry
+from esper_func.candidates import CANDIDATE_STAGE, Candidates
 from esper_func.errors import (
     CheckpointError,
     DTypeError,
@@ -183,6 +184,11 @@ class Model:
             channels = self.host.slot_channels(slot_id)
             if slot.channels != channels:
                 raise ShapeError(f"slot {slot_id!r} has {channels} channels but its seed was built for {slot.channels}")
+            if isinstance(slot, Candidates) and stage != CANDIDATE_STAGE:
+                raise IllegalTransitionError(
+                    f"slot {slot_id!r} holds {slot.k} candidate seeds, which live in {CANDIDATE_STAGE.name} only; "
+                    f"got stage {stage.name} (choose one with esper_func.tournament.select_candidate first)"
+                )
         object.__setattr__(self, "slot_order", order)
         object.__setattr__(self, "slots", tuple(self.slots))
         object.__setattr__(self, "stages", stages)
@@ -732,16 +738,18 @@ def model_to_dict(model: Model) -> dict[str, Any]:
         if slot is None:
             slots.append(None)
             continue
-        slots.append(
-            {
-                "topology": slot.topology.name,
-                "blueprint": slot.blueprint_id,
-                "channels": slot.channels,
-                "algorithm": int(slot.algorithm),
-                "gated": bool(slot.gated),
-                "blueprint_kwargs": [[k, v] for k, v in slot.blueprint_kwargs],
-            }
-        )
+        entry: dict[str, Any] = {
+            "topology": slot.topology.name,
+            "blueprint": slot.blueprint.name,
+            "channels": slot.channels,
+            "algorithm": int(slot.algorithm),
+            "gated": bool(slot.gated),
+            "blueprint_kwargs": [[k, v] for k, v in slot.blueprint_kwargs],
+        }
+        if isinstance(slot, Candidates):  # a candidate group: every member's blueprint, in candidate order
+            entry["candidates"] = [bp.name for bp in slot.members]
+            entry["vectorize"] = slot.vectorize
+        slots.append(entry)
     spec = model.host.to_dict()
     if "type" in spec:
         raise HostProtocolError(
@@ -776,6 +784,11 @@ def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
                 slots.append(None)
                 continue
             blueprint = registry.get(entry["topology"], entry["blueprint"])
+            if "candidates" in entry:
+                members = tuple(registry.get(entry["topology"], name) for name in entry["candidates"])
+                slots.append(Candidates(blueprint, int(entry["channels"]), AlphaAlgorithm(entry["algorithm"]), (), False, members,
+                                        bool(entry.get("vectorize", True))))
+                continue
             kwargs = tuple((k, v) for k, v in entry["blueprint_kwargs"])
             # "gated" is absent from structures written before gates followed the stage.
             gated = entry.get("gated")

@@ -38,6 +38,7 @@ from esper_func.lifecycle.events import (
     SeedGerminated,
     SeedPruned,
     StageChanged,
+    TournamentDecided,
 )
 from esper_func.lifecycle.gates import GateLevel
 from esper_func.lifecycle.stages import SeedStage
@@ -112,7 +113,7 @@ def _mapping(name: str, value: Any) -> Mapping[str, Any]:
 
 
 _EVENT_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (SeedGerminated, GateEvaluated, StageChanged, SeedFossilized, SeedPruned)
+    cls.__name__: cls for cls in (SeedGerminated, GateEvaluated, StageChanged, SeedFossilized, SeedPruned, TournamentDecided)
 }
 _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
     "gate": GateLevel,
@@ -130,6 +131,7 @@ EVENT_KINDS: Final[dict[str, str]] = {
     "StageChanged": "stage_changed",
     "SeedFossilized": "fossilized",
     "SeedPruned": "pruned",
+    "TournamentDecided": "tournament",
 }
 
 
@@ -145,7 +147,7 @@ def _event_reason(event: LifecycleEvent) -> str:
     if isinstance(event, SeedFossilized):
         contribution = "not measured" if event.counterfactual is None else f"{event.counterfactual:+.2f} points"
         return f"fossilized {event.blueprint_id}: contribution {contribution}, improvement {event.improvement:+.2f} points"
-    return event.reason  # SeedPruned
+    return event.reason  # SeedPruned, TournamentDecided
 
 
 def event_to_dict(event: LifecycleEvent, epoch: int) -> dict[str, Any]:

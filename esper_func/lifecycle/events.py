@@ -26,6 +26,7 @@ __all__ = [
     "StageChanged",
     "SeedFossilized",
     "SeedPruned",
+    "TournamentDecided",
     "LifecycleEvent",
 ]
 
@@ -127,5 +128,34 @@ class SeedPruned:
     blending_delta: float
 
 
-LifecycleEvent: TypeAlias = SeedGerminated | GateEvaluated | StageChanged | SeedFossilized | SeedPruned
-"""Any lifecycle event: the union of the five event records."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TournamentDecided:
+    """A slot's candidate seeds were scored and one was kept (``esper_func.tournament.select_candidate``).
+
+    Per candidate, in candidate order: its blueprint, its validation loss and
+    accuracy blended in at ``alpha``, its ``contribution`` (accuracy blended
+    in minus the host's without it, in percentage points, as esper-lite's
+    counterfactual contribution), whether it passes gate G2 and the G2
+    checks it fails (comma-separated, ``""`` when it passes).
+    ``winner`` indexes the kept candidate; ``reason`` says why it won.
+    """
+
+    slot_id: str
+    seed_id: str
+    blueprint_id: str
+    epoch: int
+    alpha: float
+    baseline_loss: float
+    baseline_accuracy: float
+    candidates: tuple[str, ...]
+    losses: tuple[float, ...]
+    accuracies: tuple[float, ...]
+    contributions: tuple[float, ...]
+    gate_passed: tuple[bool, ...]
+    gate_checks_failed: tuple[str, ...]
+    winner: int
+    reason: str
+
+
+LifecycleEvent: TypeAlias = SeedGerminated | GateEvaluated | StageChanged | SeedFossilized | SeedPruned | TournamentDecided
+"""Any lifecycle event: the union of the lifecycle event records."""

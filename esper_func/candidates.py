@@ -1,0 +1,295 @@
+"""A candidate group: several seeds incubated in one slot at once.
+
+:class:`Candidates` is a :class:`~esper_func.slot.Slot` (so a
+:class:`~esper_func.model.Model` holds it in a slot position like any seed)
+whose parameters are the stacked parameters of ``K`` candidate seeds, one
+stack per distinct blueprint::
+
+    params["slots"][slot_id] == {"conv_light": {name: Tensor[n_conv_light, *shape]},
+                                 "norm":       {name: Tensor[n_norm, *shape]}}
+
+A group lives in TRAINING only: the incubator. Each candidate reads the
+*detached* host features and the slot's forward value is the host's,
+``h + sum_k (s_k - s_k.detach())``, which equals ``h`` exactly while every
+``s_k`` receives exactly the upstream gradient. So the host computes what it
+would compute with the slot empty, and each candidate trains as it would
+alone. The candidates of one blueprint run as one ``torch.func.vmap`` of the
+seed over its stacked parameters (the model-ensembling pattern), all reading
+the same host features.
+
+The operations on groups (adding, reading one candidate back, choosing the
+winner) live in :mod:`esper_func.tournament`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from esper_func._skeleton import Skeleton, on_meta
+from esper_func.blend import blend
+from esper_func.blueprints import Blueprint
+from esper_func.errors import IllegalTransitionError, InvalidArgumentError, InvalidTypeError
+from esper_func.lifecycle.alpha import AlphaAlgorithm
+from esper_func.lifecycle.stages import SeedStage
+from esper_func.slot import SeedFeatures, Slot
+
+__all__ = ["Candidates", "CandidatesModule"]
+
+
+def _stacked_meta(seed: nn.Module, n: int) -> nn.Module:
+    """A copy of the meta seed module whose parameters have a leading stack dimension ``n``."""
+    holder = copy.deepcopy(seed)
+    for name, param in list(holder.named_parameters()):
+        owner_name, _, attr = name.rpartition(".")
+        owner = holder.get_submodule(owner_name) if owner_name else holder
+        owner._parameters[attr] = nn.Parameter(torch.empty((n, *param.shape), device="meta"), requires_grad=param.requires_grad)
+    return holder
+
+
+class _Incubator(torch.autograd.Function):
+    """``h`` forward; backward hands ``h`` its gradient and every stacked candidate output the same one.
+
+    The value of ``h + sum_k (s_k - s_k.detach())`` and its gradients, exactly,
+    without materialising ``K`` copies of the activations: the candidates'
+    gradient is the upstream gradient broadcast over the stack (a view).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, out: Tensor) -> Tensor:
+        ctx.n = out.shape[0]
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
+        return grad, grad.expand(ctx.n, *grad.shape)
+
+
+class CandidatesModule(nn.Module):
+    """The candidate group's forward, for ``functional_call`` inside the model module.
+
+    Parameter names are ``stacks.<blueprint>.<name>`` with shapes
+    ``[n, *shape]``. :meth:`features` runs each blueprint's candidates as one
+    ``vmap`` over their stacked parameters on the detached host features and
+    ties them to the host features as ``h + sum_k (s_k - s_k.detach())``
+    would (value ``h``; every ``s_k`` receives the upstream gradient), which
+    :meth:`combine` returns. The forward value is the
+    host's at every alpha: a group has no blend to counterfactually switch on
+    (score its candidates with :func:`esper_func.tournament.candidate_outputs`).
+    """
+
+    def __init__(self, groups: tuple[tuple[str, nn.Module, int], ...], algorithm: AlphaAlgorithm, vectorize: bool = True) -> None:
+        super().__init__()
+        self.stacks = nn.ModuleDict({key: _stacked_meta(seed, n) for key, seed, n in groups})
+        # Not registered as submodules: the seeds are the per-candidate skeletons run under vmap.
+        self.seeds: tuple[nn.Module, ...] = tuple(seed for _, seed, _ in groups)
+        self.keys: tuple[str, ...] = tuple(key for key, _, _ in groups)
+        self.counts: tuple[int, ...] = tuple(n for _, _, n in groups)
+        self.names: tuple[tuple[str, ...], ...] = tuple(tuple(n for n, _ in seed.named_parameters()) for _, seed, _ in groups)
+        self.algorithm = int(AlphaAlgorithm(algorithm))
+        self.vectorize = bool(vectorize)
+
+    def _stacked(self, group: int) -> dict[str, Tensor]:
+        holder = self.stacks[self.keys[group]]
+        out = {}
+        for name in self.names[group]:
+            owner_name, _, attr = name.rpartition(".")
+            owner = holder.get_submodule(owner_name) if owner_name else holder
+            out[name] = getattr(owner, attr)  # the tensor bound by functional_call (not necessarily a Parameter)
+        return out
+
+    def group_outputs(self, x: Tensor) -> list[Tensor]:
+        """Per blueprint group, the candidates' outputs ``[n, *x.shape]`` on ``x`` (as given)."""
+        outputs = []
+        for group, seed in enumerate(self.seeds):
+            stacked = self._stacked(group)
+            if not stacked:  # a tensor-free blueprint (noop): every candidate computes the same thing
+                out = seed(x)
+                outputs.append(out.unsqueeze(0).expand(self.counts[group], *out.shape))
+                continue
+
+            def run(p: dict[str, Tensor], seed: nn.Module = seed) -> Tensor:
+                return functional_call(seed, p, (x,), strict=True, tie_weights=False)
+
+            if self.vectorize:
+                outputs.append(vmap(run)(stacked))
+            else:  # one candidate at a time: the very kernels a lone seed runs
+                rows = range(self.counts[group])
+                outputs.append(torch.stack([run({n: t[j] for n, t in stacked.items()}) for j in rows]))
+        return outputs
+
+    def features(self, x: Tensor, stage: int) -> SeedFeatures:
+        """Every candidate on the detached host features, tied to ``x`` by the incubator.
+
+        ``seed_out`` is the incubated host features: ``x``'s values, whose
+        gradient flows to ``x`` unchanged and to every candidate's output.
+        """
+        seed_input = x.detach()
+        if not seed_input.is_contiguous():
+            seed_input = seed_input.contiguous()  # as a single seed reads a channels_last host
+        h = x
+        compiling = torch.compiler.is_compiling()
+        for out in self.group_outputs(seed_input):
+            if not out.requires_grad:
+                continue
+            out = out.to(x.dtype)
+            # Compiled, the plain expression (the compiler fuses it; Dynamo would instantiate the Function).
+            h = h + (out - out.detach()).sum(0) if compiling else _Incubator.apply(h, out)
+        return SeedFeatures(seed_input, h, None)
+
+    def combine(self, x: Tensor, features: SeedFeatures, alpha: Tensor, stage: int) -> Tensor:
+        """The host's features; each candidate gets their upstream gradient (see :meth:`features`)."""
+        return features.seed_out
+
+    def forward(self, x: Tensor, alpha: Tensor, stage: int) -> Tensor:
+        """The incubator's output (the host's features, with the candidates on the gradient path)."""
+        return self.combine(x, self.features(x, stage), alpha, stage)
+
+    def blended(self, x: Tensor, alpha: Tensor, order: tuple[int, ...]) -> Tensor:
+        """Every candidate blended into ``x`` at ``alpha``, ``[K, *x.shape]`` in candidate order.
+
+        What each candidate would contribute as a seed of the slot's
+        algorithm (a GATE seed blends as ADD before it has its gate network).
+        ``order[i]`` is candidate ``i``'s row in the concatenated group outputs.
+        """
+        seed_input = x.contiguous()
+        outs = torch.cat(self.group_outputs(seed_input))
+        outs = outs[list(order)] if list(order) != list(range(len(order))) else outs
+        algorithm = self.algorithm if self.algorithm != AlphaAlgorithm.GATE else int(AlphaAlgorithm.ADD)
+        return blend(algorithm, x.unsqueeze(0), outs, alpha, seed_input=seed_input.unsqueeze(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates(Slot):
+    """Static description of a slot incubating several candidate seeds (hashable, picklable, no tensors).
+
+    A :class:`~esper_func.slot.Slot` whose ``blueprint`` is the first
+    candidate's; :attr:`members` lists every candidate's blueprint in
+    candidate order (repeats allowed). All candidates share the slot's
+    ``channels`` and ``algorithm`` (the one each would blend with once
+    chosen); they take no blueprint keyword arguments and have no gate
+    network while incubating. Build one with
+    :func:`esper_func.tournament.add_candidates`.
+
+    Attributes:
+        members: per candidate, its blueprint.
+        vectorize: run each blueprint's candidates as one ``vmap`` over
+            their stacked parameters (the default; fast). ``False`` runs them
+            one at a time with the kernels a lone seed runs, so each
+            candidate's numbers equal its solo run bit for bit (``vmap``'s
+            batched kernels may round differently, at the level of float
+            rounding).
+    """
+
+    members: tuple[Blueprint, ...] = ()
+    vectorize: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, tuple) or not self.members:
+            raise InvalidArgumentError(f"a candidate group needs at least one member blueprint; got {self.members!r}")
+        for bp in self.members:
+            if not isinstance(bp, Blueprint):
+                raise InvalidTypeError(f"Candidates.members must be Blueprints; got {type(bp).__name__}")
+            if bp.topology != self.members[0].topology:
+                raise InvalidArgumentError(
+                    f"candidates of one slot must share a topology; got {self.members[0].topology} and {bp.topology}"
+                )
+        if not isinstance(self.vectorize, bool):
+            raise InvalidTypeError(f"Candidates.vectorize must be a bool; got {self.vectorize!r}")
+        if self.blueprint != self.members[0]:
+            raise InvalidArgumentError("Candidates.blueprint must be the first member's blueprint")
+        if self.blueprint_kwargs:
+            raise InvalidArgumentError("candidates take no blueprint keyword arguments")
+        object.__setattr__(self, "algorithm", AlphaAlgorithm(self.algorithm))
+        if self.gated:
+            raise InvalidArgumentError("candidates have no gate network while incubating; gated must be False")
+        object.__setattr__(self, "gated", False)
+        member_slots = tuple(Slot(bp, self.channels, self.algorithm, (), False) for bp in self.members)
+        keys: list[str] = []
+        for bp in self.members:
+            if bp.name not in keys:
+                keys.append(bp.name)
+        counts = {k: sum(1 for bp in self.members if bp.name == k) for k in keys}
+        # candidate i -> (its group, its row within the group's stack)
+        seen: dict[str, int] = {}
+        position = []
+        for bp in self.members:
+            position.append((keys.index(bp.name), seen.get(bp.name, 0)))
+            seen[bp.name] = seen.get(bp.name, 0) + 1
+        offsets = [sum(counts[k] for k in keys[:g]) for g in range(len(keys))]
+        order = tuple(offsets[g] + row for g, row in position)
+        prototypes = {bp.name: s.seed_skeleton for bp, s in zip(self.members, member_slots, strict=True)}
+        module = on_meta(
+            lambda: CandidatesModule(
+                tuple((k, copy.deepcopy(prototypes[k]), counts[k]) for k in keys), self.algorithm, self.vectorize
+            )
+        )
+        shapes = {
+            k: MappingProxyType({name: tuple(p.shape) for name, p in module.stacks[k].named_parameters()})
+            for k in keys
+        }
+        object.__setattr__(self, "_skeleton", Skeleton(module))
+        object.__setattr__(self, "_param_shapes", MappingProxyType(shapes))
+        object.__setattr__(
+            self, "_flat_names", tuple((k, name, f"stacks.{k}.{name}") for k, names in shapes.items() for name in names)
+        )
+        object.__setattr__(self, "_members", member_slots)
+        object.__setattr__(self, "_position", tuple(position))
+        object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_keys", tuple(keys))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Candidates, (self.blueprint, self.channels, self.algorithm, (), False, self.members, self.vectorize))
+
+    @property
+    def k(self) -> int:
+        """The number of candidates."""
+        return len(self.members)
+
+    @property
+    def blueprint_id(self) -> str:
+        """``"candidates(conv_light,conv_light,norm)"``: the members' names in candidate order."""
+        return "candidates(" + ",".join(bp.name for bp in self.members) + ")"
+
+    @property
+    def member_slots(self) -> tuple[Slot, ...]:
+        """Per candidate, the plain :class:`Slot` it becomes once chosen (same channels and algorithm, no gate yet)."""
+        return self._members  # type: ignore[attr-defined]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The parameter groups (distinct blueprint names, in order of first appearance)."""
+        return self._keys  # type: ignore[attr-defined]
+
+    def position(self, index: int) -> tuple[str, int]:
+        """``(group, row)``: where candidate ``index``'s parameters sit in the stacks."""
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.k:
+            raise InvalidArgumentError(f"candidate index must be an int in [0, {self.k}); got {index!r}")
+        group, row = self._position[index]  # type: ignore[attr-defined]
+        return self._keys[group], row  # type: ignore[attr-defined]
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """Per candidate, its row in the concatenation of the group stacks (group order)."""
+        return self._order  # type: ignore[attr-defined]
+
+    @property
+    def seed_skeleton(self) -> nn.Module:
+        """Not defined for a group: a group has no single seed module."""
+        raise IllegalTransitionError("a candidate group has no single seed module; use member_slots[i].seed_skeleton")
+
+    def unstack(self, params: Mapping[str, Mapping[str, Tensor]], index: int) -> dict[str, Tensor]:
+        """Candidate ``index``'s ``{name: tensor}`` (views into the stacks; clone before mutating)."""
+        group, row = self.position(index)
+        return {name: t[row] for name, t in params[group].items()}
+
+
+#: Stage a candidate group lives in.
+CANDIDATE_STAGE = SeedStage.TRAINING

@@ -1,0 +1,286 @@
+"""Seed tournaments: candidates incubated together train exactly as each would alone."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import esper_func as ef
+from esper_func.fit import LoopState
+from esper_func.lifecycle.stages import SeedStage
+from esper_func.model import model_from_dict, model_to_dict
+from esper_func.records import event_to_dict
+from esper_func.runs import load_run, save_run
+
+REG = ef.default_registry()
+CNN = ef.CNNHost(n_blocks=2, base_channels=8)
+LM = ef.TransformerHost(vocab_size=32, n_embd=16, n_head=2, n_layer=2, block_size=8, dropout=0.0, num_segments=2)
+OPT = ef.optim.Adam(lr=1e-2)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _training_state(slot_id: str, topology: str) -> ef.SeedState:
+    state = ef.germinate(slot_id, "candidates", topology=topology)
+    state, result, _ = ef.advance(state, ef.Gates(permissive=True), SeedStage.TRAINING)
+    assert result.passed
+    return state
+
+
+def _data(host: ef.CNNHost | ef.TransformerHost, n: int, seed: int, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(host, ef.CNNHost):
+        return [(torch.randn(batch, 3, 16, 16, generator=g), torch.randint(0, 10, (batch,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randint(0, 32, (batch, 8), generator=g), torch.randint(0, 32, (batch, 8), generator=g)) for _ in range(n)
+    ]
+
+
+def _train(model: ef.Model, params, buffers, seeds, data, *, compile: bool = False) -> ef.TrainState:
+    state = ef.init_train_state(model, params, buffers, optimizer=OPT, seeds=seeds)
+
+    def step(s, b):
+        return ef.train_step(model, s, b, optimizer=OPT, loss_fn=F.cross_entropy)
+
+    run = step
+    if compile:
+        from torch._dynamo.testing import CompileCounterWithBackend
+
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("aot_eager")
+        run = torch.compile(step, backend=counter)
+    for batch in data:
+        state, _ = run(state, batch)
+    if compile:  # the step's two graphs (forward with its backward, then the update): no graph break
+        assert sum(1 for g in counter.graphs if any(n.op == "call_function" for n in g.graph.nodes)) == 2
+        assert counter.frame_count <= 3
+    return state
+
+
+def _check_exact(host, slot_id: str, blueprints: list[str], seeds: list[int], *, vectorize: bool, steps: int = 2, compile: bool = False) -> None:
+    model, params, buffers = ef.build_model(host, list(host.slot_ids), generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    data = _data(host, steps, seed=sum(seeds))
+    group_model, group_params = ef.add_candidates(model, params, slot_id, REG, blueprints, generators=gens, vectorize=vectorize)
+    state = _training_state(slot_id, host.topology)
+    together = _train(group_model, group_params, buffers, {slot_id: state}, data, compile=compile)
+    empty = _train(model, params, buffers, {}, data)
+    for name, tensor in empty.params["host"].items():
+        assert torch.equal(tensor, together.params["host"][name]), name  # the host never sees the candidates
+    for name, tensor in empty.buffers["host"].items():
+        assert torch.equal(tensor, together.buffers["host"][name]), name
+    candidates = ef.candidate_params(group_model, together.params, slot_id)
+    for i, blueprint in enumerate(blueprints):
+        alone_model, alone_params = ef.add_seed(
+            model, params, slot_id, REG, blueprint, generator=gens[i], stage=SeedStage.TRAINING
+        )
+        alone = _train(alone_model, alone_params, buffers, {slot_id: state}, data)
+        for name, tensor in alone.params["slots"][slot_id]["seed"].items():
+            got = candidates[i]["seed"][name]
+            if vectorize:  # vmap's batched kernels round differently, at float rounding
+                torch.testing.assert_close(got, tensor, rtol=1e-4, atol=1e-5)
+            else:
+                assert torch.equal(got, tensor), (i, blueprint, name)
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_cnn_mixed_and_repeated_blueprints_train_as_alone(vectorize: bool) -> None:
+    _check_exact(CNN, "r0c0", ["conv_light", "norm", "conv_light", "depthwise"], [11, 12, 13, 14], vectorize=vectorize)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_transformer_candidates_train_as_alone(vectorize: bool) -> None:
+    _check_exact(LM, LM.slot_ids[0], ["lora", "mlp_small", "lora"], [3, 4, 5], vectorize=vectorize)
+
+
+def test_compiled_train_step_with_candidates() -> None:
+    _check_exact(CNN, "r1c0", ["conv_small", "conv_small"], [1, 2], vectorize=True, steps=2, compile=True)
+
+
+@given(
+    blueprints=st.lists(st.sampled_from(["norm", "depthwise", "conv_small", "attention"]), min_size=1, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=5)
+def test_any_k_trains_bitwise_as_alone(blueprints: list[str], seed: int) -> None:
+    _check_exact(CNN, "r0c1", blueprints, [seed + i for i in range(len(blueprints))], vectorize=False, steps=1)
+
+
+@given(k=st.integers(1, 4), seed=st.integers(0, 2**16))
+@settings(max_examples=5)
+def test_generators_initialise_each_candidate_as_add_seed(k: int, seed: int) -> None:
+    model, params, _ = ef.build_model(CNN, ["r0c0"])
+    names = ["conv_light", "norm", "conv_light", "bottleneck"][:k]
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(k)]
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, names, generators=gens)
+    assert group_model.stage("r0c0") == SeedStage.TRAINING
+    for i, (name, cand) in enumerate(zip(names, ef.candidate_params(group_model, group_params, "r0c0"), strict=True)):
+        _, single = ef.add_seed(model, params, "r0c0", REG, name, generator=gens[i])
+        assert cand.keys() == single["slots"]["r0c0"].keys()
+        for key, tensor in single["slots"]["r0c0"]["seed"].items():
+            assert torch.equal(cand["seed"][key], tensor)
+
+
+def test_default_generators_start_repeated_blueprints_apart() -> None:
+    model, params, _ = ef.build_model(CNN, ["r0c0"])
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "conv_light"])
+    a, b = ef.candidate_params(group_model, group_params, "r0c0")
+    assert a["seed"].keys() == b["seed"].keys()
+    assert any(not torch.equal(a["seed"][k], b["seed"][k]) for k in a["seed"])
+
+
+def test_forward_is_the_hosts_at_any_alpha() -> None:
+    model, params, buffers = ef.build_model(CNN, list(CNN.slot_ids))
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "norm"])
+    x = _data(CNN, 1, 0)[0][0]
+    base = ef.predict(model, params, buffers, torch.zeros(4), x)
+    for value in (0.0, 0.5, 1.0):
+        alphas = torch.tensor([value, 0.0, 0.0, 0.0])
+        assert torch.equal(ef.predict(group_model, group_params, buffers, alphas, x), base)
+
+
+# --------------------------------------------------------------------------- structure and checkpoints
+
+
+def test_structure_round_trips_and_pickles(tmp_path: Path) -> None:
+    model, params, buffers = ef.build_model(CNN, list(CNN.slot_ids))
+    group_model, group_params = ef.add_candidates(model, params, "r1c0", REG, ["conv_light", "norm", "conv_light"])
+    assert model_from_dict(json.loads(json.dumps(model_to_dict(group_model))), REG) == group_model
+    assert pickle.loads(pickle.dumps(group_model)) == group_model
+    state = _train(group_model, group_params, buffers, {"r1c0": _training_state("r1c0", "cnn")}, _data(CNN, 1, 0))
+    save_run(tmp_path / "run", group_model, state, LoopState())
+    restored_model, restored, _ = load_run(tmp_path / "run", registry=REG).restore(OPT)
+    assert restored_model == group_model
+    for a, b in zip(ef.candidate_params(group_model, state.params, "r1c0"),
+                    ef.candidate_params(restored_model, restored.params, "r1c0"), strict=True):
+        assert all(torch.equal(a["seed"][k], b["seed"][k]) for k in a["seed"])
+    # and training resumes from the restored optimizer state
+    _train(restored_model, restored.params, restored.buffers, restored.seeds, _data(CNN, 1, 1))
+
+
+def test_group_lives_in_training_only() -> None:
+    model, params, _ = ef.build_model(CNN, ["r0c0"])
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["norm"])
+    with pytest.raises(ef.IllegalTransitionError, match="TRAINING only"):
+        ef.set_stages(group_model, group_params, {"r0c0": SeedStage.BLENDING})
+    pruned_model, pruned_params = ef.set_stages(group_model, group_params, {"r0c0": SeedStage.PRUNED})
+    assert pruned_model.slot("r0c0") is None and "r0c0" not in pruned_params["slots"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    model, params, _ = ef.build_model(CNN, ["r0c0", "r1c0"])
+    with pytest.raises(ef.UnknownBlueprintError, match="conv_light"):
+        ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "nope"])
+    with pytest.raises(ef.InvalidArgumentError, match="K >= 1"):
+        ef.add_candidates(model, params, "r0c0", REG, [])
+    with pytest.raises(ef.InvalidTypeError, match="sequence"):
+        ef.add_candidates(model, params, "r0c0", REG, "conv_light")
+    with pytest.raises(ef.UnknownTopologyError, match="transformer"):
+        ef.add_candidates(model, params, "r0c0", REG, [REG.get("transformer", "lora")])
+    with pytest.raises(ef.UnknownBlueprintError):
+        ef.add_candidates(model, params, "r0c0", REG, ["lora"])  # a transformer-only name
+    with pytest.raises(ef.InvalidArgumentError, match="2 blueprints but 1 generators"):
+        ef.add_candidates(model, params, "r0c0", REG, ["norm", "norm"], generators=[torch.Generator()])
+    seeded, seeded_params = ef.add_seed(model, params, "r0c0", REG, "norm")
+    with pytest.raises(ef.IllegalTransitionError, match="already holds"):
+        ef.add_candidates(seeded, seeded_params, "r0c0", REG, ["norm"])
+    group, group_params = ef.add_candidates(model, params, "r0c0", REG, ["norm"])
+    with pytest.raises(ef.IllegalTransitionError, match="already holds"):
+        ef.add_candidates(group, group_params, "r0c0", REG, ["norm"])
+    with pytest.raises(ef.IllegalTransitionError, match="not candidate seeds"):
+        ef.candidate_params(seeded, seeded_params, "r0c0")
+    with pytest.raises(ef.UnknownSlotError):
+        ef.add_candidates(model, params, "r9c9", REG, ["norm"])
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _clone(tree):
+    return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _assert_same(a, b) -> None:
+    la, lb = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
+    assert len(la) == len(lb)
+    assert all(torch.equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+def test_scores_equal_predict_with_each_candidate_blending() -> None:
+    model, params, buffers = ef.build_model(CNN, list(CNN.slot_ids))
+    model, params = ef.add_seed(model, params, "r1c1", REG, "norm", stage=SeedStage.BLENDING)
+    names = ["conv_light", "norm", "conv_light"]
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    group_model, group_params = ef.add_candidates(model, params, "r0c1", REG, names, generators=gens)
+    states = {"r0c1": _training_state("r0c1", "cnn")}
+    val = _data(CNN, 2, 5, batch=16)
+    scores = ef.score_candidates(group_model, group_params, buffers, states, "r0c1", val, loss_fn=F.cross_entropy, alpha=0.7)
+    alphas = torch.tensor([0.0, 0.0, 0.7, 0.0])  # r1c1 (BLENDING) at alpha 0 in both
+    for i, name in enumerate(names):
+        m, p = ef.add_seed(model, params, "r0c1", REG, name, generator=gens[i], stage=SeedStage.BLENDING)
+        result = ef.evaluate(m, p, buffers, val, alphas[None], loss_fn=F.cross_entropy)
+        torch.testing.assert_close(scores.loss[i], result.loss[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(scores.accuracy[i], result.accuracy[0])
+    base = ef.evaluate(model, params, buffers, val, torch.zeros(1, 4), loss_fn=F.cross_entropy)
+    torch.testing.assert_close(scores.baseline_loss, base.loss[0])
+
+
+def test_select_candidate_keeps_the_winner_and_is_pure() -> None:
+    model, params, buffers = ef.build_model(CNN, list(CNN.slot_ids))
+    names = ["conv_light", "norm", "depthwise"]
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, names)
+    states = {"r0c0": _training_state("r0c0", "cnn")}
+    trained = _train(group_model, group_params, buffers, states, _data(CNN, 2, 0))
+    val = _data(CNN, 2, 9, batch=16)
+    before = _clone((trained.params, trained.buffers))
+    gates = ef.Gates(permissive=True, min_blending_epochs=0)
+    new_model, new_params, new_states, events = ef.select_candidate(
+        group_model, trained.params, trained.buffers, states, "r0c0", val, gates=gates, loss_fn=F.cross_entropy
+    )
+    _assert_same(before, (trained.params, trained.buffers))
+    (event,) = events
+    assert isinstance(event, ef.TournamentDecided)
+    assert event.candidates == tuple(names) and len(event.contributions) == 3 and event.reason
+    json.dumps(event_to_dict(event, 0))
+    winner = event.winner
+    assert event.blueprint_id == names[winner]
+    slot = new_model.slot("r0c0")
+    assert type(slot) is ef.Slot and slot.blueprint_id == names[winner]
+    assert new_model.stage("r0c0") == SeedStage.TRAINING
+    assert new_states["r0c0"].blueprint_id == names[winner]
+    kept = ef.candidate_params(group_model, trained.params, "r0c0")[winner]
+    _assert_same(kept, new_params["slots"]["r0c0"])
+    passing = [i for i, p in enumerate(event.gate_passed) if p]
+    pool = passing or list(range(3))
+    assert max(event.contributions[i] for i in pool) == event.contributions[winner]
+    # the winner trains on as an ordinary seed, from the narrowed optimizer state, and can blend
+    opt_state = ef.keep_candidate_tree(group_model, trained.opt_state.exp_avg, "r0c0", winner)
+    assert opt_state["slots"]["r0c0"].keys() == {"seed"}
+    narrowed = type(trained.opt_state)(
+        *(ef.keep_candidate_tree(group_model, getattr(trained.opt_state, f), "r0c0", winner)
+          for f in ("count", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+    )
+    state = ef.TrainState(new_params, trained.buffers, narrowed, new_states, trained.step)
+    state, _ = ef.train_step(new_model, state, _data(CNN, 1, 3)[0], optimizer=OPT, loss_fn=F.cross_entropy)
+    advanced, result, _ = ef.advance(new_states["r0c0"], gates, SeedStage.BLENDING)
+    assert result.passed == event.gate_passed[winner]
+    if result.passed:
+        assert advanced.stage == SeedStage.BLENDING
+        ef.set_stages(new_model, new_params, {"r0c0": advanced})  # an ordinary seed blends as usual
+
+
+def test_docs_example_runs() -> None:
+    runpy.run_path(str(ROOT / "docs" / "examples" / "tournament.py"), run_name="__main__")
