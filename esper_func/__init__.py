@@ -146,6 +146,7 @@ from esper_func.candidates import Candidates as Candidates
 from esper_func.tournament import CandidateScores as CandidateScores
 from esper_func.tournament import add_candidates as add_candidates
 from esper_func.tournament import candidate_params as candidate_params
+from esper_func.tournament import keep_candidate_opt_state as keep_candidate_opt_state
 from esper_func.tournament import keep_candidate_tree as keep_candidate_tree
 from esper_func.tournament import score_candidates as score_candidates
 from esper_func.tournament import select_candidate as select_candidate

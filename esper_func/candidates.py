@@ -8,7 +8,7 @@ stack per distinct blueprint::
     params["slots"][slot_id] == {"conv_light": {name: Tensor[n_conv_light, *shape]},
                                  "norm":       {name: Tensor[n_norm, *shape]}}
 
-A group lives in TRAINING only: the incubator. Each candidate reads the
+A group lives in GERMINATED and TRAINING only (the incubator), never blended. Each candidate reads the
 *detached* host features and the slot's forward value is the host's,
 ``h + sum_k (s_k - s_k.detach())``, which equals ``h`` exactly while every
 ``s_k`` receives exactly the upstream gradient. So the host computes what it
@@ -41,7 +41,7 @@ from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.slot import SeedFeatures, Slot
 
-__all__ = ["Candidates", "CandidatesModule"]
+__all__ = ["CANDIDATE_STAGE", "CANDIDATE_STAGES", "Candidates", "CandidatesModule"]
 
 
 def _stacked_meta(seed: nn.Module, n: int) -> nn.Module:
@@ -291,5 +291,9 @@ class Candidates(Slot):
         return {name: t[row] for name, t in params[group].items()}
 
 
-#: Stage a candidate group lives in.
+#: Stage :func:`esper_func.add_candidates` puts a candidate group in (the incubator).
 CANDIDATE_STAGE = SeedStage.TRAINING
+
+#: Stages a candidate group can be in: germinated (identity, no update, as a
+#: single seed) and incubating. A group never blends: choose one first.
+CANDIDATE_STAGES = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING})

@@ -58,6 +58,8 @@ PROG = "esper-func"
 DEFAULT_OUT = "runs/demo"
 MAX_EPOCHS = 1_000_000
 MAX_SEED = 2**63 - 1
+#: The most candidate seeds ``demo --tournament`` germinates in a slot at once.
+MAX_TOURNAMENT = 16
 #: ``(image channels, classes)`` of the built-in datasets.
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 10), "synthetic": (1, 4)}
 #: The built-in host classes by topology name (``import-esper-lite --host``).
@@ -108,6 +110,8 @@ class RunConfig:
     baselines: bool = True
     #: Also report bits per character over the whole held-out text at the end (text task).
     full_eval: bool = False
+    #: Candidate seeds per germination (``FitConfig.tournament``); 1: a single seed, as esper-lite.
+    tournament: int = 1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -129,6 +133,13 @@ class RunConfig:
             raise InvalidArgumentError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.lr <= 0:
             raise InvalidArgumentError(f"lr must be > 0; got {self.lr!r}")
+        if self.tournament > MAX_TOURNAMENT:
+            raise InvalidArgumentError(f"tournament must be a whole number from 1 to {MAX_TOURNAMENT}; got {self.tournament}")
+        if self.tournament > 1 and self.min_blending_epochs < 1:
+            raise InvalidArgumentError(
+                "a tournament needs min_blending_epochs >= 1 (the epochs the candidates incubate in TRAINING before "
+                f"they are compared); got min_blending_epochs={self.min_blending_epochs}"
+            )
 
     @classmethod
     def from_dict(cls, stored: Any, where: str) -> RunConfig:
@@ -150,10 +161,13 @@ class RunConfig:
             raise CheckpointError(f"{where}: the run configuration is invalid: {exc}") from None
 
     @classmethod
-    def for_task(cls, task: str, *, epochs: int | None = None, seed: int = 0, quick: bool = False) -> RunConfig:
+    def for_task(
+        cls, task: str, *, epochs: int | None = None, seed: int = 0, quick: bool = False, tournament: int = 1
+    ) -> RunConfig:
         """The demo's configuration of ``task`` (``digits``, ``text``, or the test-only ``synthetic``).
 
-        ``quick`` shrinks it to run in seconds (for tests); ``epochs`` replaces the default count.
+        ``quick`` shrinks it to run in seconds (for tests); ``epochs`` replaces the default count;
+        ``tournament`` is the number of candidate seeds per germination.
         """
         import esper_func as ef
 
@@ -174,7 +188,9 @@ class RunConfig:
                 config = dataclasses.replace(config, epochs=2)
         else:
             raise InvalidArgumentError(f"task must be one of {sorted((*DATASET_SHAPES, TEXT))}; got {task!r}")
-        return dataclasses.replace(config, seed=seed, epochs=config.epochs if epochs is None else epochs)
+        return dataclasses.replace(
+            config, seed=seed, epochs=config.epochs if epochs is None else epochs, tournament=tournament
+        )
 
     @property
     def task(self) -> str:
@@ -250,8 +266,9 @@ class RunConfig:
         if self.dataset == TEXT:
             return FitConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, gates=gates,
                              task="language_model", governor=GovernorConfig(random_guess_loss=math.log(256)),
-                             val_batch_size=256)
-        return FitConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, gates=gates)
+                             val_batch_size=256, tournament=self.tournament)
+        return FitConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, gates=gates,
+                         tournament=self.tournament)
 
     def controller(self) -> Any:
         from esper_func.controller import HeuristicConfig, heuristic
@@ -390,7 +407,7 @@ def _describe_event(event: Mapping[str, Any]) -> str | None:
 
 def _epoch_line(record: Mapping[str, Any], seconds: float) -> str:
     live = [
-        f"{sid} {info['blueprint']} {info['stage']} alpha {info['alpha']:.2f}"
+        f"{sid} {info['blueprint'] or '(cooling down)'} {info['stage']} alpha {info['alpha']:.2f}"
         for sid, info in record["slots"].items()
         if info["stage"] not in ("DORMANT", "UNKNOWN")
     ]
@@ -659,6 +676,11 @@ def _finish(
         "widths": {"grown": config.width, **{n: r["width"] for n, r in runs.items()}},
         "slots": {sid: {k: info[k] for k in ("stage", "blueprint", "alpha")} for sid, info in last["slots"].items()},
         "decisions": [{k: e[k] for k in ("epoch", "kind", "slot", "reason")} for e in events],
+        "tournaments": [
+            {k: e[k] for k in ("epoch", "slot", "candidates", "winner", "blueprint_id", "alpha", "baseline_loss",
+                               "losses", "contributions", "gate_passed", "reason")}
+            for r in records for e in r["events"] if e.get("kind") == "tournament"
+        ],
         "shapley_points": shapley,
         # The grown epochs, every baseline and this final evaluation (each counted once over resumes).
         "wall_seconds": round(grown_seconds + sum(float(r["seconds"]) for r in runs.values())
@@ -685,6 +707,15 @@ def _final_table(console: Console, config: RunConfig, summary: Mapping[str, Any]
           f"{summary['shapley_points'][sid]:+.2f}" if sid in summary["shapley_points"] else "-"]
          for sid, info in summary["slots"].items()],
     )
+    for t in summary["tournaments"]:
+        console.line(f"\ntournament in {t['slot']} at epoch {t['epoch']}: {t['blueprint_id']} won "
+                     f"(validation loss at alpha {float(t['alpha']):.2f}; without the slot {float(t['baseline_loss']):.4f})")
+        console.table(
+            ["candidate", "blueprint", "val loss", "contribution (pts)", "passes G2"],
+            [[("* " if i == t["winner"] else "") + str(i), name, f"{float(t['losses'][i]):.4f}",
+              f"{float(t['contributions'][i]):+.2f}", "yes" if t["gate_passed"][i] else "no"]
+             for i, name in enumerate(t["candidates"])],
+        )
     console.line()
     headers = ["model", "params", "final val acc", "best val acc", "final val loss"]
     if text:
@@ -875,7 +906,8 @@ def _demo(args: argparse.Namespace) -> int:
     task = args.dataset or args.task
     if args.dataset and args.task not in (None, args.dataset):
         raise InvalidArgumentError(f"--task {args.task} and --dataset {args.dataset} disagree; pass one of them")
-    config = RunConfig.for_task(task or "digits", epochs=args.epochs, seed=args.seed, quick=args.quick)
+    config = RunConfig.for_task(task or "digits", epochs=args.epochs, seed=args.seed, quick=args.quick,
+                                tournament=args.tournament)
     out = Path(args.out)
     _require_for_training(config.dataset)
     world = distributed.from_environment()
@@ -1321,6 +1353,9 @@ def _parser() -> _Parser:
                       help="built-in image data instead of --task (synthetic: tiny random images, for tests)")
     demo.add_argument("--overwrite", action="store_true",
                       help="replace the run in --out (only the run's own files; refused if anything else is there)")
+    demo.add_argument("--tournament", type=_whole_number(1, MAX_TOURNAMENT), default=1, metavar="K",
+                      help="germinate K candidate seeds in a slot at once, incubate them together and keep the best "
+                           "(default 1: one seed, as esper-lite)")
     demo.set_defaults(run=_demo)
 
     resume = sub.add_parser("resume", help="continue a run from its newest complete checkpoint")

@@ -64,6 +64,7 @@ __all__ = [
     "SweepPlan",
     "alpha_grid",
     "alpha_sensitivity",
+    "branch_sums",
     "check_grid",
     "coalition_grid",
     "evaluate",
@@ -311,8 +312,14 @@ def grid_sums(
     Both are float64, on the device of the model's output, so a caller can
     add batches up and all-reduce the sums before dividing.
     """
-    out = sweep(model, params, buffers, x, grid, max_batch=max_batch)
-    k = grid.shape[0]
+    return branch_sums(sweep(model, params, buffers, x, grid, max_batch=max_batch), y, loss_fn=loss_fn)
+
+
+def branch_sums(
+    out: Tensor, y: Tensor, *, loss_fn: Callable[[Tensor, Tensor], Tensor]
+) -> tuple[Tensor, Tensor, int]:
+    """:func:`grid_sums` of outputs already computed: ``out`` is ``[K, *output]``, one row per branch."""
+    k = out.shape[0]
     tokens = [flatten_tokens(out[i], y) for i in range(k)]
     targets_flat = tokens[0][1]
     # Padded targets (IGNORE_INDEX, which cross-entropy skips in its mean) are not counted.

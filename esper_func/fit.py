@@ -17,6 +17,8 @@ One epoch of :func:`run_epoch` is, in order (esper-lite's heuristic loop,
    reason, optimizer state reset) and ends the epoch there; too many
    rollbacks in a row stop the run with an error;
 4. :func:`_record_phase`: accuracy and contribution into every slot holding a seed;
+   then :func:`_tournament_phase`: a slot whose candidates (``FitConfig.tournament``)
+   have incubated ``gates.min_blending_epochs`` epochs in TRAINING keeps the best one;
 5. :func:`_lifecycle_phase`: count the free slots, then ``step_epoch`` every
    slot (alpha ramps, auto-forward gates, the cooldown after a prune): a
    slot freed here is germinated into an epoch later, as in esper-lite;
@@ -51,10 +53,11 @@ import torch.nn.functional as F
 import torch.utils._pytree as torch_pytree
 from torch import Tensor
 
-from esper_func._validate import check_choice, describe
+from esper_func._validate import check_choice, check_int, describe
 from esper_func.attribution import alpha_grid, coalition_grid
 from esper_func.batching import IGNORE_INDEX, for_epoch
 from esper_func.blueprints import Registry
+from esper_func.candidates import Candidates
 from esper_func.controller import Controller, HeuristicConfig, Observation, SlotView, heuristic
 from esper_func.counterfactual import flatten_tokens, grid_sums, sweep
 from esper_func.data import Dataset, batch_indices, batches
@@ -81,13 +84,14 @@ from esper_func.lifecycle import (
     sync_telemetry,
 )
 from esper_func.lifecycle.alpha import AlphaAlgorithm
-from esper_func.lifecycle.events import LifecycleEvent, SeedFossilized
+from esper_func.lifecycle.events import LifecycleEvent, SeedFossilized, TournamentDecided
 from esper_func.lifecycle.gates import GateLevel, Gates
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
 from esper_func.records import TASKS, ActionRecord, EpochRecord, SlotRecord, Task, event_to_dict
 from esper_func.slot import Slot
+from esper_func.tournament import add_candidates, keep_candidate_opt_state, select_candidate
 from esper_func.train import LocalReducer, LossFn, Reducer, StepMetrics, TrainState, record_step_gradients, train_step
 
 __all__ = [
@@ -129,6 +133,28 @@ class FitConfig:
             ``"language_model"`` (integer tokens ``[B, T]``, integer targets
             ``[B, T]`` where ``ef.data.IGNORE_INDEX`` marks padding, a host
             with outputs ``[B, T, V]`` such as ``TransformerHost``).
+        tournament: candidates per germination. ``1`` (default) germinates
+            the controller's blueprint alone, as esper-lite does. ``K > 1``
+            germinates ``K`` candidates in the slot instead (see
+            :mod:`esper_func.tournament`): the controller's blueprint first,
+            initialised exactly as the single seed would be, then the next
+            ``K - 1`` blueprints of ``tournament_blueprints`` after it
+            (cycling; repeats start from other initialisations). They
+            incubate together through GERMINATED and TRAINING. From the
+            slot's ``gates.min_blending_epochs``-th epoch in TRAINING (the
+            first epoch a seed could leave it) the candidates are compared
+            every epoch (:func:`esper_func.tournament.select_candidate`):
+            as soon as one passes G2, the best-scoring one of those passing
+            is kept and continues as an ordinary seed; after
+            ``tournament_patience`` more epochs with none passing, the
+            best-scoring one is kept anyway. Needs
+            ``gates.min_blending_epochs >= 1``.
+        tournament_blueprints: the blueprints the other candidates are taken
+            from, in order; ``None`` is the controller's default rotation of
+            the host's topology (:data:`esper_func.controller.DEFAULT_BLUEPRINT_ROTATION`),
+            else every blueprint the registry holds for it.
+        tournament_patience: epochs a tournament waits, past the first
+            comparison, for a candidate that passes G2.
     """
 
     epochs: int
@@ -140,6 +166,9 @@ class FitConfig:
     val_batch_size: int = 512
     max_batch: int | None = None
     task: Task = "classification"
+    tournament: int = 1
+    tournament_blueprints: tuple[str, ...] | None = None
+    tournament_patience: int = 10
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.val_batch_size < 1:
@@ -148,6 +177,20 @@ class FitConfig:
                 f"batch_size={self.batch_size}, val_batch_size={self.val_batch_size}"
             )
         check_choice("FitConfig.task", self.task, TASKS)
+        check_int("FitConfig.tournament (candidates per germination)", self.tournament, minimum=1)
+        check_int("FitConfig.tournament_patience", self.tournament_patience, minimum=0)
+        if self.tournament > 1 and self.gates.min_blending_epochs < 1:
+            raise InvalidArgumentError(
+                "FitConfig.tournament > 1 needs gates.min_blending_epochs >= 1: the candidates are compared after "
+                f"that many epochs in TRAINING; got min_blending_epochs={self.gates.min_blending_epochs}"
+            )
+        if self.tournament_blueprints is not None:
+            names = self.tournament_blueprints
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names) or not names:
+                raise InvalidArgumentError(
+                    f"FitConfig.tournament_blueprints must be a non-empty sequence of blueprint names or None; got {names!r}"
+                )
+            object.__setattr__(self, "tournament_blueprints", tuple(names))
         object.__setattr__(self, "auto_forward", frozenset(GateLevel(g) for g in self.auto_forward))
 
 
@@ -388,15 +431,28 @@ def _sync_structure(
     *,
     optimizer: Optimizer,
     registry: Registry,
-    germinated: Mapping[str, tuple[str, AlphaAlgorithm]],
+    germinated: Mapping[str, tuple[tuple[str, ...], AlphaAlgorithm]],
     init_seed: int,
 ) -> tuple[Model, TrainState]:
-    """Make the model's seeds and stages follow ``states``; rebuild the optimizer state to match."""
+    """Make the model's seeds and stages follow ``states``; rebuild the optimizer state to match.
+
+    ``germinated`` maps a slot to the blueprints germinated there (one: a
+    seed; several: a tournament's candidates, the first initialised as the
+    seed would be) and the blend algorithm.
+    """
     params = state.params
     fresh = {}
-    for slot_id, (blueprint, algorithm) in germinated.items():
-        generator = torch.Generator().manual_seed(init_seed + model.index(slot_id))
-        model, params = add_seed(model, params, slot_id, registry, blueprint, algorithm=algorithm, generator=generator)
+    for slot_id, (blueprints, algorithm) in germinated.items():
+        seed = init_seed + model.index(slot_id)
+        if len(blueprints) == 1:
+            generator = torch.Generator().manual_seed(seed)
+            model, params = add_seed(model, params, slot_id, registry, blueprints[0], algorithm=algorithm,
+                                     generator=generator)
+        else:
+            generators = [torch.Generator().manual_seed((seed + i * 1_000_003) % (2**62)) for i in range(len(blueprints))]
+            vectorize = _device_of(state).type != "cpu"  # on CPU one candidate at a time is the faster path
+            model, params = add_candidates(model, params, slot_id, registry, blueprints, generators=generators,
+                                           algorithm=algorithm, vectorize=vectorize)
         fresh[slot_id] = True
     # A GATE seed entering BLENDING gets its gate network, initialised from the epoch's seed.
     gates_generator = torch.Generator().manual_seed((init_seed + 1) % (2**62))
@@ -407,6 +463,60 @@ def _sync_structure(
     if params is not state.params:
         opt_state = reinit_like(optimizer, opt_state, params, reset={"slots": fresh})
     return model, dataclasses.replace(state, params=params, opt_state=opt_state, seeds=dict(states))
+
+
+def _candidate_blueprints(config: FitConfig, registry: Registry, topology: str, chosen: str) -> tuple[str, ...]:
+    """The blueprints a germination of ``chosen`` puts in the slot (``config.tournament`` of them, ``chosen`` first)."""
+    if config.tournament == 1:
+        return (chosen,)
+    pool = config.tournament_blueprints or HeuristicConfig().rotation_for(topology, registry.names(topology))
+    after = pool[pool.index(chosen) + 1 :] + pool[: pool.index(chosen)] if chosen in pool else pool
+    others = [name for name in after if name != chosen] or [chosen]
+    return (chosen, *(others[i % len(others)] for i in range(config.tournament - 1)))
+
+
+def _tournament_phase(
+    model: Model,
+    state: TrainState,
+    states: Mapping[str, SeedState],
+    val: Callable[[], Iterable[Any]],
+    *,
+    epoch: int,
+    config: FitConfig,
+    loss_fn: LossFn,
+    reducer: Reducer,
+) -> tuple[Model, TrainState, dict[str, SeedState], tuple[LifecycleEvent, ...]]:
+    """Phase 4b: end every tournament whose incubation is over; ``(model, state, states, events)``.
+
+    A slot holding candidates is compared from its
+    ``gates.min_blending_epochs``-th epoch in TRAINING on, before anything
+    could move it on (G2 and ``step_epoch`` need as many epochs): once a
+    candidate passes G2, or ``tournament_patience`` epochs later in any case,
+    the winner (:func:`esper_func.tournament.select_candidate`, scored on
+    this epoch's validation batches, reduced over ranks) becomes the slot's
+    seed, with its optimizer moments; the others are dropped.
+    """
+    states = dict(states)
+    events: list[LifecycleEvent] = []
+    for slot_id in model.slot_order:
+        seed_state = states.get(slot_id)
+        if not isinstance(model.slot(slot_id), Candidates) or seed_state is None:
+            continue
+        incubated = seed_state.metrics.epochs_in_current_stage
+        if seed_state.stage != SeedStage.TRAINING or incubated < config.gates.min_blending_epochs:
+            continue
+        batches = (_check_batch(b, config.task, f"validation batch {i} of epoch {epoch}") for i, b in enumerate(val()))
+        chosen, params, states, decided = select_candidate(
+            model, state.params, state.buffers, states, slot_id, batches, gates=config.gates, loss_fn=loss_fn,
+            reducer=reducer, wait_for_gate=incubated < config.gates.min_blending_epochs + config.tournament_patience,
+        )
+        if not decided:
+            continue
+        winner = cast(TournamentDecided, decided[0]).winner
+        opt_state = keep_candidate_opt_state(model, state.opt_state, slot_id, winner)
+        model, state = chosen, dataclasses.replace(state, params=params, opt_state=opt_state, seeds=dict(states))
+        events += decided
+    return model, state, states, tuple(events)
 
 
 def _host_param_count(state: TrainState) -> int:
@@ -596,7 +706,8 @@ def _decide_phase(
     germinated = {}
     if action.kind == ActionKind.GERMINATE:
         assert action.slot_id is not None and action.blueprint is not None
-        germinated[action.slot_id] = (action.blueprint, action.algorithm or AlphaAlgorithm.ADD)
+        blueprints = _candidate_blueprints(config, registry, model.host.topology, action.blueprint)
+        germinated[action.slot_id] = (blueprints, action.algorithm or AlphaAlgorithm.ADD)
     model, state = _sync_structure(
         model, state, states, optimizer=optimizer, registry=registry, germinated=germinated,
         init_seed=(state.key * 7919 + epoch * 104729) % (2**62),
@@ -766,6 +877,8 @@ def run_epoch(
     reducer = reducer or LocalReducer()
     controller = controller or heuristic(HeuristicConfig())
     _check_task(model, config.task)
+    for name in config.tournament_blueprints or () if config.tournament > 1 else ():
+        registry.get(model.host.topology, name)  # UnknownBlueprintError names the blueprints it has
     epoch = loop.epoch + 1
     if loop.last_good is None:
         loop = dataclasses.replace(loop, last_good=(model, state))
@@ -786,12 +899,17 @@ def run_epoch(
                                          registry=registry)
     else:
         states = _record_phase(state.seeds, measured, epoch=epoch, max_epochs=config.epochs)
+        model, state, states, decided = _tournament_phase(
+            model, state, states,
+            lambda: _sources(data, val, epoch=epoch, config=config, rank=rank, world_size=world_size)[2],
+            epoch=epoch, config=config, loss_fn=loss_fn, reducer=reducer,
+        )
         states, ticked, available = _lifecycle_phase(model, states, config)
         model, state, action, acted = _decide_phase(
             model, state, states, loop, measured, epoch=epoch, available=available, optimizer=optimizer,
             config=config, registry=registry, controller=controller,
         )
-        events = (*ticked, *acted)
+        events = (*decided, *ticked, *acted)
 
     last_good, fossilized = _snapshot_phase(model, state, loop, epoch=epoch, verdict=verdict, events=events,
                                             config=config)

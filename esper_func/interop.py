@@ -37,7 +37,14 @@ from torch import Tensor, nn
 
 from esper_func._rng import run_seeded, split_seeds
 from esper_func.blueprints import Registry, default_registry
-from esper_func.errors import CheckpointError, InvalidArgumentError, InvalidTypeError, UnknownBlueprintError
+from esper_func.candidates import Candidates
+from esper_func.errors import (
+    CheckpointError,
+    IllegalTransitionError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    UnknownBlueprintError,
+)
 from esper_func.hosts import Host, check_host
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.codec import EXTRA_STATE_VERSION, slot_extra_state, state_from_slot_extra_state
@@ -264,7 +271,9 @@ def to_state_dict(
     (GATE seeds).
 
     Args:
-        model, params, buffers: as from :func:`esper_func.build_model`.
+        model: the model, as from :func:`esper_func.build_model`.
+        params: its parameters.
+        buffers: its buffers.
         states: per-slot lifecycle states (``slot_id -> SeedState``). When
             given, every enabled slot gets an ``_extra_state`` entry in
             esper-lite's ``SeedSlot.get_extra_state()`` layout (version 1; see
@@ -285,10 +294,20 @@ def to_state_dict(
     Raises:
         ParamsMismatchError: ``params`` / ``buffers`` do not fit ``model``.
         CheckpointError: ``states`` does not fit ``model``.
+        IllegalTransitionError: a slot holds a tournament's candidates
+            (esper-lite has no form for them; choose one first).
     """
     if not isinstance(model, Model):
         raise InvalidTypeError(f"to_state_dict takes an esper_func Model first; got {type(model).__name__}")
     check_tree(model, params, buffers)
+    for slot_id in model.slot_order:
+        held = model.slot(slot_id)
+        if isinstance(held, Candidates):
+            raise IllegalTransitionError(
+                f"slot {slot_id!r} holds {held.k} tournament candidates ({held.blueprint_id}); esper-lite's "
+                "state dict holds one seed per slot: keep one with esper_func.select_candidate first "
+                "(save_run keeps the whole group)"
+            )
     checked = None if states is None else _check_states(model, states)
 
     out: dict[str, Any] = {}

@@ -34,7 +34,7 @@ from torch.func import functional_call
 from esper_func._rng import derive_seed, generator_from_seed, split_seeds
 from esper_func._skeleton import Skeleton, on_meta
 from esper_func.blueprints import Registry
-from esper_func.candidates import CANDIDATE_STAGE, Candidates
+from esper_func.candidates import CANDIDATE_STAGES, Candidates
 from esper_func.errors import (
     CheckpointError,
     DTypeError,
@@ -184,9 +184,9 @@ class Model:
             channels = self.host.slot_channels(slot_id)
             if slot.channels != channels:
                 raise ShapeError(f"slot {slot_id!r} has {channels} channels but its seed was built for {slot.channels}")
-            if isinstance(slot, Candidates) and stage != CANDIDATE_STAGE:
+            if isinstance(slot, Candidates) and stage not in CANDIDATE_STAGES:
                 raise IllegalTransitionError(
-                    f"slot {slot_id!r} holds {slot.k} candidate seeds, which live in {CANDIDATE_STAGE.name} only; "
+                    f"slot {slot_id!r} holds {slot.k} candidate seeds, which live in GERMINATED and TRAINING only; "
                     f"got stage {stage.name} (choose one with esper_func.tournament.select_candidate first)"
                 )
         object.__setattr__(self, "slot_order", order)
@@ -325,7 +325,8 @@ def build_model(
         generator: source of every initial weight (read, not advanced; see
             :func:`esper_func.germinate_slot`). The host is initialised as
             esper-lite initialises it.
-        device, dtype: where and in what precision the tensors live.
+        device: where the tensors live.
+        dtype: the precision of the floating-point tensors.
 
     Returns:
         ``(model, params, buffers)``.
@@ -460,7 +461,9 @@ def apply(
     """Run the model; pure.
 
     Args:
-        model, params, buffers: as returned by :func:`build_model`.
+        model: the model, as returned by :func:`build_model`.
+        params: its parameters.
+        buffers: its buffers.
         alphas: blend amounts, ``[n_slots]`` in ``model.slot_order`` or
             per-sample ``[B, n_slots]``; a tensor (gradients flow through it).
         x: the host's input (images or token ids).

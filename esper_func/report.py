@@ -45,19 +45,22 @@ def _pyplot() -> Any:
 
 
 _BASELINE_STYLES = (("#636363", "--"), ("#9e9ac8", ":"), ("#41ab5d", "-."))
-_EVENT_COLOURS = {"germinated": "#3182bd", "fossilized": "#31a354", "pruned": "#de2d26"}
+_EVENT_COLOURS = {"germinated": "#3182bd", "tournament": "#756bb1", "fossilized": "#31a354", "pruned": "#de2d26"}
 
 
 def _events(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, str]]:
-    """``(epoch, kind, label)`` of the germinations, fossilizations and prunes in ``records``."""
+    """``(epoch, kind, label)`` of the germinations, tournaments, fossilizations and prunes in ``records``."""
     out = []
     for r in records:
         for e in r.get("events", ()):
             kind = e.get("kind") or {"SeedGerminated": "germinated", "SeedFossilized": "fossilized",
-                                     "SeedPruned": "pruned"}.get(e.get("type", ""), "")
+                                     "SeedPruned": "pruned", "TournamentDecided": "tournament"}.get(e.get("type", ""), "")
             if kind in _EVENT_COLOURS:
                 slot = e.get("slot") or e.get("slot_id", "?")
-                reason = str(e.get("reason") or e.get("blueprint_id") or "")
+                if kind == "tournament":
+                    reason = f"{e.get('blueprint_id')} won of {len(e.get('candidates') or ())} candidates"
+                else:
+                    reason = str(e.get("reason") or e.get("blueprint_id") or "")
                 if len(reason) > 48:
                     reason = reason[:47] + "…"
                 out.append((int(r["epoch"]), kind, f"{slot}: {reason}"))

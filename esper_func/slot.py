@@ -328,7 +328,8 @@ def germinate_slot(
             caller's generator is left as it was. Torch's global RNG is never
             read or written (safe to call from many threads at once).
             ``None`` means a fixed default seed.
-        device, dtype: where and in what precision the parameters live.
+        device: where the parameters live.
+        dtype: the precision of the parameters.
         **blueprint_kwargs: options of the blueprint (an unknown one raises ``TypeError``).
 
     Returns:
@@ -507,8 +508,9 @@ def slot_apply(
         Features of the same shape and dtype as ``x``. Nothing is mutated.
 
     Raises:
-        ShapeError, DTypeError, ParamsMismatchError: bad inputs, with the
-        expected shapes or names in the message.
+        ShapeError: features of the wrong shape (the message gives the expected one).
+        DTypeError: features or alpha of the wrong dtype.
+        ParamsMismatchError: parameters whose names or shapes do not match the slot.
     """
     stage = SeedStage(stage)
     _check_features(slot, x)

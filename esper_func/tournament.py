@@ -41,7 +41,7 @@ from esper_func._rng import split_seeds
 from esper_func._skeleton import Skeleton
 from esper_func.blueprints import Blueprint, Registry
 from esper_func.candidates import CANDIDATE_STAGE, Candidates, CandidatesModule
-from esper_func.counterfactual import flatten_tokens
+from esper_func.counterfactual import branch_sums, flatten_tokens
 from esper_func.errors import (
     IllegalTransitionError,
     InvalidArgumentError,
@@ -67,12 +67,14 @@ from esper_func.model import (
     seed_like_host,
 )
 from esper_func.slot import SlotModule, SlotParams, init_slot_params
+from esper_func.train import LocalReducer, Reducer
 
 __all__ = [
     "CandidateScores",
     "Candidates",
     "add_candidates",
     "candidate_params",
+    "keep_candidate_opt_state",
     "keep_candidate_tree",
     "score_candidates",
     "select_candidate",
@@ -247,6 +249,26 @@ def keep_candidate_tree(model: Model, tree: Any, slot_id: str, index: int) -> An
     return {**tree, "slots": {**tree["slots"], slot_id: {"seed": seed}}}
 
 
+def keep_candidate_opt_state(model: Model, opt_state: Any, slot_id: str, index: int) -> Any:
+    """An optimizer state (:class:`~esper_func.optim.SGDState`, :class:`~esper_func.optim.AdamState`)
+    narrowed to candidate ``index`` of ``slot_id``: :func:`keep_candidate_tree` on each of its per-leaf trees.
+
+    The winner then trains on with the moments it built up while
+    incubating. The input is not modified.
+
+    Raises:
+        InvalidTypeError: ``opt_state`` is not an optimizer state dataclass.
+        IllegalTransitionError: the slot holds no candidate group.
+    """
+    if not dataclasses.is_dataclass(opt_state) or isinstance(opt_state, type):
+        raise InvalidTypeError(f"opt_state must be an esper_func optimizer state; got {type(opt_state).__name__}")
+    narrowed = {
+        f.name: keep_candidate_tree(model, getattr(opt_state, f.name), slot_id, index)
+        for f in dataclasses.fields(opt_state)
+    }
+    return dataclasses.replace(opt_state, **narrowed)
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -325,6 +347,7 @@ def score_candidates(
     *,
     loss_fn: LossFn,
     alpha: float = 1.0,
+    reducer: Reducer | None = None,
 ) -> CandidateScores:
     """Score every candidate of ``slot_id`` blended in at ``alpha``, in one sweep per batch; pure, eval mode.
 
@@ -334,11 +357,15 @@ def score_candidates(
     algorithm). The other slots blend at their states' alphas
     (:func:`esper_func.alphas_of`). Branch ``i`` equals
     ``ef.predict`` of the model with candidate ``i`` as an ordinary seed
-    BLENDING at ``alpha`` there.
+    BLENDING at ``alpha`` there. Targets equal to
+    :data:`~esper_func.data.IGNORE_INDEX` (padding) are not counted. With a
+    distributed ``reducer`` the sums are all-reduced, so every rank gets the
+    scores of all ranks' batches.
 
     Raises:
         IllegalTransitionError: the slot holds no candidate group.
-        InvalidArgumentError: no batches, or ``alpha`` outside ``[0, 1]``.
+        InvalidArgumentError: no batches (no counted target on any rank), or
+            ``alpha`` outside ``[0, 1]``.
     """
     group = _group(model, slot_id)
     if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0.0 <= float(alpha) <= 1.0):
@@ -346,32 +373,41 @@ def score_candidates(
     check_tree(model, params, buffers)
     module = _runner(model).get()
     flat = model.flatten(params, buffers["host"])
-    loss_sum: Tensor | None = None
-    correct: Tensor | None = None
-    count = 0
+    device = next(iter(flat.values())).device if flat else torch.device("cpu")
+    # [loss sums (1 + K), correct counts (1 + K), target count]: one vector, one collective.
+    totals = torch.zeros(2 * (1 + group.k) + 1, dtype=torch.float64, device=device)
     with torch.no_grad():
         for x, y in batches:
             check_input(model, params, x)
             alphas = alphas_of(model, states, device=x.device)
             a = torch.tensor(float(alpha), dtype=torch.float32, device=x.device)
             out = call_module(module, flat, (x, alphas, slot_id, a, group.order))
-            per_branch = [flatten_tokens(o, y) for o in out.unbind(0)]
-            n = per_branch[0][1].shape[0]
-            losses = torch.stack([loss_fn(logits, t).double() for logits, t in per_branch]) * n
-            hits = torch.stack([(logits.argmax(-1) == t).sum() for logits, t in per_branch]).double()
-            loss_sum = losses if loss_sum is None else loss_sum + losses
-            correct = hits if correct is None else correct + hits
-            count += n
-    if loss_sum is None or correct is None or count == 0:
-        raise InvalidArgumentError("score_candidates needs at least one validation batch; got none")
-    mean_loss, accuracy = (loss_sum / count).float(), (correct / count).float()
+            loss_sum, correct, n = branch_sums(out, y, loss_fn=loss_fn)
+            totals = totals + torch.cat([loss_sum, correct, loss_sum.new_tensor([n])])
+    totals = (reducer or LocalReducer()).sum(totals)
+    count = int(totals[-1])
+    if count == 0:
+        raise InvalidArgumentError("score_candidates needs at least one validation batch with a counted target; got none")
+    branches = 1 + group.k
+    mean_loss, accuracy = (totals[:branches] / count).float(), (totals[branches:-1] / count).float()
     return CandidateScores(mean_loss[1:], accuracy[1:], mean_loss[0], accuracy[0], count)
 
 
 def _candidate_gradients(
-    model: Model, params: Params, buffers: Buffers, states: Mapping[str, Any], slot_id: str, batch: tuple[Tensor, Tensor], loss_fn: LossFn
+    model: Model,
+    params: Params,
+    buffers: Buffers,
+    states: Mapping[str, Any],
+    slot_id: str,
+    batch: tuple[Tensor, Tensor],
+    loss_fn: LossFn,
+    reducer: Reducer,
 ) -> tuple[float, list[tuple[float, float, bool, bool]]]:
-    """``(host_grad_norm, per candidate (seed_grad_norm, health, has_exploding, has_vanishing))`` on one batch (eval mode)."""
+    """``(host_grad_norm, per candidate (seed_grad_norm, health, has_exploding, has_vanishing))`` on one batch (eval mode).
+
+    The gradients are averaged over ranks first (as data-parallel training
+    averages them), so every rank measures the same telemetry.
+    """
     group = _group(model, slot_id)
     x, y = batch
     host = {k: v.detach().requires_grad_() for k, v in params["host"].items()}
@@ -382,6 +418,7 @@ def _candidate_gradients(
         out, _ = apply(model, forward, buffers, alphas_of(model, states, device=x.device), x, train=False)
         loss = loss_fn(*flatten_tokens(out, y))
         grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+    grads = tuple(reducer.mean(list(grads)))
     host_grads = grads[: len(host)]
     host_norm = float(torch.linalg.vector_norm(torch.stack([g.double().norm() for g in host_grads]))) if host_grads else 0.0
     by_leaf = dict(zip([(key, n) for key, tensors in stacks.items() for n in tensors], grads[len(host) :], strict=True))
@@ -409,16 +446,24 @@ def select_candidate(
     *,
     gates: Gates,
     loss_fn: LossFn,
-    alpha: float = 1.0,
+    alpha: float | None = None,
+    reducer: Reducer | None = None,
+    wait_for_gate: bool = False,
 ) -> tuple[Model, Params, dict[str, SeedState], tuple[LifecycleEvent, ...]]:
     """End the tournament at ``slot_id``: keep the best candidate as an ordinary seed, drop the others.
 
-    Each candidate is scored by what it would contribute blended in at
-    ``alpha`` (:func:`score_candidates`: accuracy with it minus accuracy
-    without it on ``batches``, in percentage points; ties go to the lower
-    loss, then the lower index) and checked against gate G2 as it would face
-    it: the slot's state with the candidate's blueprint, parameter count and
-    gradient telemetry (measured on the first batch, eval mode, as
+    Each candidate is scored by what it would do blended in at ``alpha``
+    (:func:`score_candidates` on ``batches``): the lower validation loss
+    wins, ties go to the larger contribution (accuracy with it minus
+    accuracy without it, in percentage points), then to the lower index.
+    The default ``alpha`` is where the winner's blend ramp stands after its
+    first BLENDING epoch (``1 / state.blend_tempo_epochs``): incubation
+    trains each candidate on the host's gradient as if added, a first-order
+    objective, so a small alpha measures what each has learned, where a
+    full blend of a seed that never saw its own effect mostly measures its
+    overshoot. Each candidate is also checked against gate G2 as it would
+    face it: the slot's state with the candidate's blueprint, parameter
+    count and gradient telemetry (measured on the first batch, eval mode, as
     :func:`esper_func.record_gradients` records it). The winner is the
     best-scoring candidate that passes G2, or, when none passes, the
     best-scoring one (it stays in TRAINING and can keep training until it
@@ -440,11 +485,19 @@ def select_candidate(
         batches: validation batches ``(x, y)``; iterated once.
         gates: the gate configuration G2 is checked with.
         loss_fn: mean loss ``loss_fn(logits, targets)`` (e.g. cross-entropy).
-        alpha: the blend weight the candidates are scored at.
+        alpha: the blend weight the candidates are scored at (``None``:
+            ``1 / states[slot_id].blend_tempo_epochs``).
+        reducer: how scores and gradients are combined across data-parallel
+            ranks (default: one process). With a distributed reducer every
+            rank scores on all ranks' batches and keeps the same winner.
+        wait_for_gate: when no candidate passes G2, change nothing and return
+            no event (the tournament goes on; call again after more
+            training) instead of keeping the best-scoring candidate.
 
     Returns:
         ``(model, params, states, events)``: new values; ``events`` is one
-        :class:`~esper_func.lifecycle.events.TournamentDecided`.
+        :class:`~esper_func.lifecycle.events.TournamentDecided` (none when
+        ``wait_for_gate`` postponed the choice).
 
     Raises:
         IllegalTransitionError: the slot holds no candidate group, or its
@@ -458,9 +511,18 @@ def select_candidate(
     if not isinstance(state, SeedState) or state.stage != SeedStage.TRAINING:
         got = "no state" if state is None else f"stage {getattr(state, 'stage', state)!r}"
         raise IllegalTransitionError(f"states[{slot_id!r}] must be the slot's SeedState in TRAINING; got {got}")
+    reducer = reducer or LocalReducer()
+    if alpha is None:
+        alpha = 1.0 / max(1, state.blend_tempo_epochs)
     batch_list = list(batches)
-    scores = score_candidates(model, params, buffers, states, slot_id, batch_list, loss_fn=loss_fn, alpha=alpha)
-    host_norm, telemetry = _candidate_gradients(model, params, buffers, states, slot_id, batch_list[0], loss_fn)
+    if not batch_list:
+        raise InvalidArgumentError("select_candidate needs at least one validation batch; got none")
+    scores = score_candidates(
+        model, params, buffers, states, slot_id, batch_list, loss_fn=loss_fn, alpha=alpha, reducer=reducer
+    )
+    host_norm, telemetry = _candidate_gradients(
+        model, params, buffers, states, slot_id, batch_list[0], loss_fn, reducer
+    )
 
     losses = [float(v) for v in scores.loss.tolist()]
     accuracies = [float(v) for v in scores.accuracy.tolist()]
@@ -485,17 +547,22 @@ def select_candidate(
 
     def rank(i: int) -> tuple[float, float, int]:
         c, lo = contributions[i], losses[i]
-        return (-c if math.isfinite(c) else math.inf, lo if math.isfinite(lo) else math.inf, i)
+        return (lo if math.isfinite(lo) else math.inf, -c if math.isfinite(c) else math.inf, i)
 
     passing = [i for i in range(group.k) if results[i].passed]
+    if wait_for_gate and not passing:
+        return model, params, dict(states), ()
     pool = passing or list(range(group.k))
     winner = min(pool, key=rank)
     name = group.member_slots[winner].blueprint_id
-    summary = f"candidate {winner} ({name}): contribution {contributions[winner]:+.2f} pp, loss {losses[winner]:.4f}"
+    summary = (
+        f"candidate {winner} ({name}): loss {losses[winner]:.4f} at alpha {float(alpha):.2f} "
+        f"(without the slot {float(scores.baseline_loss):.4f}), contribution {contributions[winner]:+.2f} pp"
+    )
     if passing:
-        reason = f"best contribution among the {len(passing)} of {group.k} candidates passing G2; {summary}"
+        reason = f"lowest loss among the {len(passing)} of {group.k} candidates passing G2; {summary}"
     else:
-        reason = f"no candidate passes G2 yet; best contribution of all {group.k}, kept in TRAINING; {summary}"
+        reason = f"no candidate passes G2 yet; lowest loss of all {group.k}, kept in TRAINING; {summary}"
 
     winner_state = candidate_states[winner]
     new_model = model.replace_slot(slot_id, slot=group.member_slots[winner], stage=SeedStage.TRAINING)

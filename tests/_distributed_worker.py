@@ -5,6 +5,7 @@ Usage: python _distributed_worker.py SCENARIO RANK WORLD_SIZE PORT OUT_JSON
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -22,16 +23,18 @@ CONTROLLER = heuristic(
     HeuristicConfig(stabilization_epochs=0, min_epochs_before_germinate=2, plateau_epochs_to_germinate=1, tempo=2)
 )
 CONFIG = FitConfig(epochs=12, batch_size=16, gates=ef.Gates(permissive=True, min_blending_epochs=1))
+#: Every germination a tournament of three candidates (compared after two epochs in TRAINING).
+TOURNAMENT = dataclasses.replace(CONFIG, gates=ef.Gates(permissive=True, min_blending_epochs=2), tournament=3)
 
 
-def run(host: ef.CNNHost, data_seed: int, world: distributed.World) -> dict:
+def run(host: ef.CNNHost, data_seed: int, world: distributed.World, config: FitConfig = CONFIG) -> dict:
     registry = ef.default_registry()
     data = ef.data.synthetic_images(240, classes=4, size=8, seed=data_seed)
     model, params, buffers = ef.build_model(host, host.slot_ids, generator=torch.Generator().manual_seed(0))
     world.check_consistent(model, registry)
     optimizer = ef.optim.adamw(1e-2)
     state = init_train_state(model, params, buffers, optimizer=optimizer, key=7)
-    result = fit(model, state, data, optimizer=optimizer, config=CONFIG, registry=registry, controller=CONTROLLER,
+    result = fit(model, state, data, optimizer=optimizer, config=config, registry=registry, controller=CONTROLLER,
                  reducer=world.reducer(), rank=world.rank, world_size=world.size)
     return {
         "params_digest": distributed.params_digest(result.state.params),
@@ -55,6 +58,8 @@ def main() -> int:
             report = run(HOST, 0, world)
         elif scenario == "different-data":
             report = run(HOST, 100 + rank, world)
+        elif scenario == "tournament":
+            report = run(HOST, 100 + rank, world, TOURNAMENT)
         elif scenario == "mismatch":
             host = HOST if rank == 0 else ef.CNNHost(in_channels=1, n_blocks=2, base_channels=6, num_classes=4)
             report = run(host, 0, world)

@@ -64,6 +64,14 @@ def test_ranks_with_different_local_data_still_decide_identically(tmp_path: Path
     assert ranks[0]["stages"] == ranks[1]["stages"]
 
 
+def test_ranks_with_different_local_data_choose_the_same_tournament_winner(tmp_path: Path) -> None:
+    ranks = launch("tournament", 2, tmp_path)
+    assert ranks[0]["params_digest"] == ranks[1]["params_digest"]
+    assert ranks[0]["records"] == ranks[1]["records"]
+    decided = [e for r in ranks[0]["records"] for e in r["events"] if e["type"] == "TournamentDecided"]
+    assert decided and all(len(e["candidates"]) == 3 for e in decided)
+
+
 def test_one_process_run_equals_the_plain_fit(tmp_path: Path) -> None:
     (launched,) = launch("same-data", 1, tmp_path)
     (plain,) = launch("plain", 1, tmp_path)  # same process settings, no process group

@@ -11,63 +11,24 @@ on a seed that is the identity.
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from _live_run import dataset, germinate_once, leaves_equal, start
 
 import esper_func as ef
-from esper_func.controller import Observation
 from esper_func.fit import FitConfig, LoopState, fit, run_epoch
 from esper_func.runs import load_run, save_run
-from esper_func.train import init_train_state
 
-HOST = ef.CNNHost(in_channels=1, n_blocks=2, base_channels=4, num_classes=4, memory_format="contiguous_format")
 # A MULTIPLY conv_light seed in TRAINING has some gradient tensors below the vanishing threshold
 # (health 0.5, as esper-lite measures it), which the default permissive G2 (0.7) would hold back.
 GATES = ef.Gates(permissive=True, min_blending_epochs=1, min_gradient_health_for_blending=0.4)
 TOTAL_EPOCHS = 12
 
 
-@cache
-def dataset() -> ef.data.Dataset:
-    return ef.data.synthetic_images(160, classes=4, size=8, seed=1)
-
-
-def germinate_once(algorithm: ef.AlphaAlgorithm, blueprint: str) -> Any:
-    """Germinate ``blueprint`` into r0c0 with ``algorithm`` and a slow blend, advance it, fossilize it when holding."""
-
-    def controller(observation: Observation) -> ef.Action:
-        view = next(v for v in observation.slots if v.slot_id == "r0c0")
-        if view.state is None:
-            return ef.Action(kind=ef.ActionKind.GERMINATE, slot_id="r0c0", blueprint=blueprint,
-                             algorithm=algorithm, tempo=6, reason="test")
-        stage = view.state.stage
-        if stage in (ef.SeedStage.GERMINATED, ef.SeedStage.TRAINING) or (stage == ef.SeedStage.BLENDING and view.state.alpha >= 1.0):
-            return ef.Action(kind=ef.ActionKind.ADVANCE, slot_id="r0c0", reason="test")
-        if stage == ef.SeedStage.HOLDING:
-            return ef.Action(kind=ef.ActionKind.FOSSILIZE, slot_id="r0c0", reason="test")
-        return ef.Action(kind=ef.ActionKind.WAIT, reason="test")
-
-    return controller
-
-
 def config() -> FitConfig:
     return FitConfig(epochs=TOTAL_EPOCHS, batch_size=32, gates=GATES)
-
-
-def start(optimizer: ef.optim.Optimizer) -> tuple[ef.Model, Any]:
-    model, params, buffers = ef.build_model(HOST, ["r0c0", "r0c1"], generator=torch.Generator().manual_seed(0))
-    return model, init_train_state(model, params, buffers, optimizer=optimizer, key=3)
-
-
-def leaves_equal(a: Any, b: Any) -> bool:
-    la, lb = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
-    return len(la) == len(lb) and all(
-        torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(la, lb, strict=True)
-    )
 
 
 # MULTIPLY zero-initialises a seed's final layer (as esper-lite does); conv_light's final layer is a

@@ -168,13 +168,23 @@ def test_structure_round_trips_and_pickles(tmp_path: Path) -> None:
     _train(restored_model, restored.params, restored.buffers, restored.seeds, _data(CNN, 1, 1))
 
 
-def test_group_lives_in_training_only() -> None:
+@pytest.mark.parametrize("stage", [SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED])
+def test_group_lives_in_germinated_and_training_only(stage: SeedStage) -> None:
     model, params, _ = ef.build_model(CNN, ["r0c0"])
     group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["norm"])
-    with pytest.raises(ef.IllegalTransitionError, match="TRAINING only"):
-        ef.set_stages(group_model, group_params, {"r0c0": SeedStage.BLENDING})
+    germinated, _ = ef.set_stages(group_model, group_params, {"r0c0": SeedStage.GERMINATED})
+    assert germinated.stage("r0c0") == SeedStage.GERMINATED and germinated.routed == ()
+    with pytest.raises(ef.IllegalTransitionError, match="GERMINATED and TRAINING only"):
+        ef.set_stages(group_model, group_params, {"r0c0": stage})
     pruned_model, pruned_params = ef.set_stages(group_model, group_params, {"r0c0": SeedStage.PRUNED})
     assert pruned_model.slot("r0c0") is None and "r0c0" not in pruned_params["slots"]
+
+
+def test_esper_lite_export_refuses_a_group_with_a_clear_error() -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0"])
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["norm", "conv_light"])
+    with pytest.raises(ef.IllegalTransitionError, match=r"2 tournament candidates.*select_candidate"):
+        ef.to_state_dict(group_model, group_params, buffers)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -216,7 +226,7 @@ def _clone(tree):
 def _assert_same(a, b) -> None:
     la, lb = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
     assert len(la) == len(lb)
-    assert all(torch.equal(x, y) for x, y in zip(la, lb, strict=True))
+    assert all(x is y is None or torch.equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 def test_scores_equal_predict_with_each_candidate_blending() -> None:
@@ -265,14 +275,22 @@ def test_select_candidate_keeps_the_winner_and_is_pure() -> None:
     _assert_same(kept, new_params["slots"]["r0c0"])
     passing = [i for i, p in enumerate(event.gate_passed) if p]
     pool = passing or list(range(3))
-    assert max(event.contributions[i] for i in pool) == event.contributions[winner]
+    assert min(event.losses[i] for i in pool) == event.losses[winner]
+    # scored where the blend ramp stands after one BLENDING epoch, each exactly as predict would see it
+    assert event.alpha == 1.0 / states["r0c0"].blend_tempo_epochs
+    scores = ef.score_candidates(group_model, trained.params, trained.buffers, states, "r0c0", val,
+                                 loss_fn=F.cross_entropy, alpha=event.alpha)
+    assert event.losses == tuple(scores.loss.tolist())
     # the winner trains on as an ordinary seed, from the narrowed optimizer state, and can blend
     opt_state = ef.keep_candidate_tree(group_model, trained.opt_state.exp_avg, "r0c0", winner)
     assert opt_state["slots"]["r0c0"].keys() == {"seed"}
-    narrowed = type(trained.opt_state)(
-        *(ef.keep_candidate_tree(group_model, getattr(trained.opt_state, f), "r0c0", winner)
-          for f in ("count", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
-    )
+    before_opt = _clone(trained.opt_state)
+    narrowed = ef.keep_candidate_opt_state(group_model, trained.opt_state, "r0c0", winner)
+    _assert_same(before_opt, trained.opt_state)
+    for name in ("exp_avg", "exp_avg_sq"):
+        stacked = getattr(trained.opt_state, name)["slots"]["r0c0"][names[winner]]
+        mine = getattr(narrowed, name)["slots"]["r0c0"]["seed"]
+        _assert_same({k: v[0] for k, v in stacked.items()}, mine)  # each blueprint appears once: row 0
     state = ef.TrainState(new_params, trained.buffers, narrowed, new_states, trained.step)
     state, _ = ef.train_step(new_model, state, _data(CNN, 1, 3)[0], optimizer=OPT, loss_fn=F.cross_entropy)
     advanced, result, _ = ef.advance(new_states["r0c0"], gates, SeedStage.BLENDING)

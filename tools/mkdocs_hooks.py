@@ -28,19 +28,7 @@ NAMESPACE_PLACEHOLDER = "<!-- esper_func namespace -->"
 
 #: ``(file, text)``: a griffe warning about ``file`` whose message contains ``text`` is expected.
 #: Each entry names a docstring to fix in the source; then delete the entry.
-KNOWN_DOCSTRING_WARNINGS: tuple[tuple[str, str], ...] = (
-    # to_state_dict(): "model, params, buffers:" on one line.
-    ("esper_func/interop.py", "'model, params, buffers'"),
-    # build_model(): "device, dtype:" on one line.
-    ("esper_func/model.py", "'device, dtype'"),
-    # predict() / apply(): "model, params, buffers:" on one line.
-    ("esper_func/model.py", "'model, params, buffers'"),
-    # germinate_slot(): "device, dtype:" on one line.
-    ("esper_func/slot.py", "'device, dtype'"),
-    # slot_apply(), Raises: the continuation line of the ShapeError/DTypeError/ParamsMismatchError entry
-    # is not indented.
-    ("esper_func/slot.py", "Failed to get 'exception: description' pair from 'expected shapes"),
-)
+KNOWN_DOCSTRING_WARNINGS: tuple[tuple[str, str], ...] = ()
 
 _GRIFFE_LOGGER = "mkdocs.plugins.griffe"
 
