@@ -55,21 +55,23 @@ def _stacked_meta(seed: nn.Module, n: int) -> nn.Module:
 
 
 class _Incubator(torch.autograd.Function):
-    """``h`` forward; backward hands ``h`` its gradient and every stacked candidate output the same one.
+    """``h`` forward; backward hands ``h`` its gradient and every candidate output the same one.
 
-    The value of ``h + sum_k (s_k - s_k.detach())`` and its gradients, exactly,
-    without materialising ``K`` copies of the activations: the candidates'
-    gradient is the upstream gradient broadcast over the stack (a view).
+    ``outs`` are candidate outputs shaped like ``h`` or stacks of them
+    (``[n, *h.shape]``). The value of ``h + sum_k (s_k - s_k.detach())`` and
+    its gradients, exactly, without materialising ``K`` copies of the
+    activations: each output's gradient is the upstream gradient itself, or
+    a broadcast view of it over a stack.
     """
 
     @staticmethod
-    def forward(ctx: Any, h: Tensor, out: Tensor) -> Tensor:
-        ctx.n = out.shape[0]
+    def forward(ctx: Any, h: Tensor, *outs: Tensor) -> Tensor:
+        ctx.shapes = [o.shape for o in outs]
         return h.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
-        return grad, grad.expand(ctx.n, *grad.shape)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
+        return (grad, *(grad if shape == grad.shape else grad.expand(shape) for shape in ctx.shapes))
 
 
 class CandidatesModule(nn.Module):
@@ -105,8 +107,12 @@ class CandidatesModule(nn.Module):
             out[name] = getattr(owner, attr)  # the tensor bound by functional_call (not necessarily a Parameter)
         return out
 
-    def group_outputs(self, x: Tensor) -> list[Tensor]:
-        """Per blueprint group, the candidates' outputs ``[n, *x.shape]`` on ``x`` (as given)."""
+    def group_outputs(self, x: Tensor, *, stack: bool = True) -> list[Tensor]:
+        """Per blueprint group, the candidates' outputs ``[n, *x.shape]`` on ``x`` (as given).
+
+        ``stack=False`` with ``vectorize=False``: one output per candidate
+        instead (no stacking copy).
+        """
         outputs = []
         for group, seed in enumerate(self.seeds):
             stacked = self._stacked(group)
@@ -121,8 +127,11 @@ class CandidatesModule(nn.Module):
             if self.vectorize:
                 outputs.append(vmap(run)(stacked))
             else:  # one candidate at a time: the very kernels a lone seed runs
-                rows = range(self.counts[group])
-                outputs.append(torch.stack([run({n: t[j] for n, t in stacked.items()}) for j in rows]))
+                rows = [run({n: t[j] for n, t in stacked.items()}) for j in range(self.counts[group])]
+                if stack:
+                    outputs.append(torch.stack(rows))
+                else:
+                    outputs.extend(rows)
         return outputs
 
     def features(self, x: Tensor, stage: int) -> SeedFeatures:
@@ -133,16 +142,19 @@ class CandidatesModule(nn.Module):
         """
         seed_input = x.detach()
         if not seed_input.is_contiguous():
-            seed_input = seed_input.contiguous()  # as a single seed reads a channels_last host
-        h = x
-        compiling = torch.compiler.is_compiling()
-        for out in self.group_outputs(seed_input):
-            if not out.requires_grad:
-                continue
-            out = out.to(x.dtype)
-            # Compiled, the plain expression (the compiler fuses it; Dynamo would instantiate the Function).
-            h = h + (out - out.detach()).sum(0) if compiling else _Incubator.apply(h, out)
-        return SeedFeatures(seed_input, h, None)
+            # As a single seed reads a channels_last host (and see Slot.features: channels_last
+            # would halve a conv seed's cost on CPU, but GroupNorm's backward crashes on it).
+            seed_input = seed_input.contiguous()
+        outs = [o.to(x.dtype) for o in self.group_outputs(seed_input, stack=False) if o.requires_grad]
+        if not outs:
+            return SeedFeatures(seed_input, x, None)
+        if torch.compiler.is_compiling():
+            # The plain expression (the compiler fuses it; Dynamo would instantiate the Function).
+            h = x
+            for out in outs:
+                h = h + (out - out.detach() if out.shape == x.shape else (out - out.detach()).sum(0))
+            return SeedFeatures(seed_input, h, None)
+        return SeedFeatures(seed_input, _Incubator.apply(x, *outs), None)
 
     def combine(self, x: Tensor, features: SeedFeatures, alpha: Tensor, stage: int) -> Tensor:
         """The host's features; each candidate gets their upstream gradient (see :meth:`features`)."""

@@ -136,7 +136,9 @@ class SlotModule(nn.Module):
         seed_input = x.detach() if isolated else x
         if not seed_input.is_contiguous():
             # A channels_last host: give the seed a contiguous copy, as esper-lite
-            # does (GroupNorm cannot query channels_last contiguity under vmap).
+            # does (GroupNorm cannot query channels_last contiguity under vmap, and
+            # torch 2.13's CPU GroupNorm backward crashes the process on a
+            # channels_last input that needs no gradient, as a detached one).
             seed_input = seed_input.contiguous()
         seed_out = self.seed(seed_input)
         gate = None

@@ -1,4 +1,4 @@
-"""The side-by-side benchmark runs (one quick round, no compile, no LM row) and prints its table.
+"""The benchmarks run (one quick round, no compile, no LM row) and print their tables.
 
 Timing is never asserted; this keeps ``bench/table.py`` in step with the API.
 """
@@ -23,3 +23,13 @@ def test_the_benchmark_table_runs_and_prints_every_row() -> None:
     for row in ("train step, 3-slot CNN", "train step, small CNN", "full-factorial sweep"):
         assert row in done.stdout
     assert "ratio" in done.stdout
+
+
+def test_the_tournament_benchmark_runs_and_prints_every_variant() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tournament.py"), "--rounds", "1", "--ks", "2", "--sequential"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("1 seed", "K=2", "K=2 one at a time"):
+        assert row in done.stdout
