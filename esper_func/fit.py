@@ -18,7 +18,8 @@ One epoch of :func:`run_epoch` is, in order (esper-lite's heuristic loop,
    rollbacks in a row stop the run with an error;
 4. :func:`_record_phase`: accuracy and contribution into every slot holding a seed;
    then :func:`_tournament_phase`: a slot whose candidates (``FitConfig.tournament``)
-   have incubated ``gates.min_blending_epochs`` epochs in TRAINING keeps the best one;
+   have incubated ``gates.min_blending_epochs`` epochs in TRAINING keeps the best one
+   once one passes G2 (or after ``tournament_patience`` more epochs);
 5. :func:`_lifecycle_phase`: count the free slots, then ``step_epoch`` every
    slot (alpha ramps, auto-forward gates, the cooldown after a prune): a
    slot freed here is germinated into an epoch later, as in esper-lite;

@@ -399,25 +399,29 @@ def _candidate_gradients(
     buffers: Buffers,
     states: Mapping[str, Any],
     slot_id: str,
-    batch: tuple[Tensor, Tensor],
+    batch: tuple[Tensor, Tensor] | None,
     loss_fn: LossFn,
     reducer: Reducer,
 ) -> tuple[float, list[tuple[float, float, bool, bool]]]:
     """``(host_grad_norm, per candidate (seed_grad_norm, health, has_exploding, has_vanishing))`` on one batch (eval mode).
 
     The gradients are averaged over ranks first (as data-parallel training
-    averages them), so every rank measures the same telemetry.
+    averages them), so every rank measures the same telemetry. A rank with
+    no batch (an empty validation shard) adds zeros and still takes part.
     """
     group = _group(model, slot_id)
-    x, y = batch
     host = {k: v.detach().requires_grad_() for k, v in params["host"].items()}
     stacks = {key: {n: t.detach().requires_grad_() for n, t in tensors.items()} for key, tensors in params["slots"][slot_id].items()}
     forward = {"host": host, "slots": {**params["slots"], slot_id: stacks}}
     leaves = list(host.values()) + [t for tensors in stacks.values() for t in tensors.values()]
-    with torch.enable_grad():
-        out, _ = apply(model, forward, buffers, alphas_of(model, states, device=x.device), x, train=False)
-        loss = loss_fn(*flatten_tokens(out, y))
-        grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+    if batch is None:
+        grads: tuple[Tensor, ...] = tuple(torch.zeros_like(t) for t in leaves)
+    else:
+        x, y = batch
+        with torch.enable_grad():
+            out, _ = apply(model, forward, buffers, alphas_of(model, states, device=x.device), x, train=False)
+            loss = loss_fn(*flatten_tokens(out, y))
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
     grads = tuple(reducer.mean(list(grads)))
     host_grads = grads[: len(host)]
     host_norm = float(torch.linalg.vector_norm(torch.stack([g.double().norm() for g in host_grads]))) if host_grads else 0.0
@@ -515,13 +519,12 @@ def select_candidate(
     if alpha is None:
         alpha = 1.0 / max(1, state.blend_tempo_epochs)
     batch_list = list(batches)
-    if not batch_list:
-        raise InvalidArgumentError("select_candidate needs at least one validation batch; got none")
+    # No batch at all raises in score_candidates, on every rank at once (after the all-reduce).
     scores = score_candidates(
         model, params, buffers, states, slot_id, batch_list, loss_fn=loss_fn, alpha=alpha, reducer=reducer
     )
     host_norm, telemetry = _candidate_gradients(
-        model, params, buffers, states, slot_id, batch_list[0], loss_fn, reducer
+        model, params, buffers, states, slot_id, batch_list[0] if batch_list else None, loss_fn, reducer
     )
 
     losses = [float(v) for v in scores.loss.tolist()]
