@@ -86,7 +86,7 @@ from esper_func.lifecycle import (
 )
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.events import LifecycleEvent, SeedFossilized, TournamentDecided
-from esper_func.lifecycle.gates import GateLevel, Gates
+from esper_func.lifecycle.gates import GateLevel, Gates, check_gate
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.model import Model, add_seed, alphas_of, set_stages
 from esper_func.optim import Optimizer, reinit_like
@@ -187,9 +187,9 @@ class FitConfig:
             )
         if self.tournament_blueprints is not None:
             names = self.tournament_blueprints
-            if isinstance(names, str) or not all(isinstance(n, str) for n in names) or not names:
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names) or not names:
                 raise InvalidArgumentError(
-                    f"FitConfig.tournament_blueprints must be a non-empty sequence of blueprint names or None; got {names!r}"
+                    f"FitConfig.tournament_blueprints must be a non-empty list or tuple of blueprint names or None; got {names!r}"
                 )
             object.__setattr__(self, "tournament_blueprints", tuple(names))
         object.__setattr__(self, "auto_forward", frozenset(GateLevel(g) for g in self.auto_forward))
@@ -509,7 +509,11 @@ def _tournament_phase(
         batches = (_check_batch(b, config.task, f"validation batch {i} of epoch {epoch}") for i, b in enumerate(val()))
         chosen, params, states, decided = select_candidate(
             model, state.params, state.buffers, states, slot_id, batches, gates=config.gates, loss_fn=loss_fn,
-            reducer=reducer, wait_for_gate=incubated < config.gates.min_blending_epochs + config.tournament_patience,
+            # Never wait while the group's own state would pass G2: the controller or step_epoch
+            # could then move a slot still holding candidates to BLENDING.
+            reducer=reducer,
+            wait_for_gate=incubated < config.gates.min_blending_epochs + config.tournament_patience
+            and not check_gate(config.gates, seed_state, SeedStage.BLENDING).passed,
         )
         if not decided:
             continue

@@ -163,3 +163,22 @@ def test_run_config_refuses_a_tournament_without_incubation() -> None:
         cli.RunConfig(tournament=2, min_blending_epochs=0)
     with pytest.raises(ef.InvalidArgumentError, match="tournament"):
         cli.RunConfig(tournament=17)
+
+
+def test_a_group_whose_own_state_passes_g2_is_decided_not_advanced() -> None:
+    # The slot's state measures the group as a whole: it can pass G2 while no single candidate does.
+    # The loop must then end the tournament, never move a slot still holding candidates to BLENDING.
+    gates = ef.Gates(permissive=False, min_blending_epochs=2, min_training_improvement=-100.0,
+                     min_seed_gradient_ratio=1.33)
+    cfg = FitConfig(epochs=10, batch_size=32, gates=gates, tournament=4, tournament_blueprints=("conv_light",),
+                    tournament_patience=5)
+    optimizer = ef.optim.adamw(1e-2)
+    result = fit(*start(optimizer), dataset(), optimizer=optimizer, config=cfg, registry=ef.default_registry(),
+                 controller=controller)
+    assert any(isinstance(e, ef.TournamentDecided) for e in result.loop.events)
+    assert not isinstance(result.model.slot("r0c0"), ef.Candidates)
+
+
+def test_tournament_blueprints_must_be_a_list_or_tuple() -> None:
+    with pytest.raises(ef.InvalidArgumentError, match="list or tuple"):
+        FitConfig(epochs=1, tournament_blueprints={"norm", "conv_light"})  # a set's order depends on the hash seed
