@@ -193,14 +193,16 @@ class SweepModule(nn.Module):
                 self._visit(blended, surface, depth + 1, child, alphas, outputs)
 
 
-def _sweep_runner(model: Model) -> Skeleton:
-    """The per-thread :class:`SweepModule` skeleton of ``model`` (built once per model)."""
+def eval_runner(model: Model, module_cls: Callable[..., nn.Module]) -> Skeleton:
+    """The per-thread skeleton of ``module_cls(host, slots, route)`` over ``model``'s eval modules (built once per model)."""
     cache = model_cache(model)
-    runner = cache.get("sweep_runner")
+    key = f"eval_runner:{module_cls.__qualname__}"
+    runner = cache.get(key)
     if runner is None:
         prototype = model.skeleton(train=False)
-        runner = cache["sweep_runner"] = Skeleton(SweepModule(prototype.host, prototype.slots, prototype.route))
+        runner = cache[key] = Skeleton(module_cls(prototype.host, prototype.slots, prototype.route))
     return cast(Skeleton, runner)
+
 
 
 # --------------------------------------------------------------------------- sweep
@@ -248,7 +250,7 @@ def sweep(
     rows, distinct = _distinct_rows(model, grid)
     plan = sweep_plan(distinct, dtype=grid.dtype, device=grid.device)
     position = {row: i for i, row in enumerate(distinct or [()])}
-    module = _sweep_runner(model).get()
+    module = eval_runner(model, SweepModule).get()
     flat = model.flatten(params, buffers["host"])
     if max_batch is None or x.shape[0] <= max_batch:
         leaves = call_module(module, flat, (x, plan))

@@ -167,6 +167,10 @@ def event_to_dict(event: LifecycleEvent, epoch: int) -> dict[str, Any]:
     return {"type": type(event).__name__, "epoch": epoch, **summary, **body}
 
 
+#: How ``event_to_dict`` spells the non-finite floats JSON cannot hold.
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
 def event_from_dict(data: Mapping[str, Any]) -> tuple[LifecycleEvent, int]:
     """Rebuild ``(event, run_epoch)`` from :func:`event_to_dict`'s output.
 
@@ -182,8 +186,9 @@ def event_from_dict(data: Mapping[str, Any]) -> tuple[LifecycleEvent, int]:
             if f.name in _ENUM_FIELDS:
                 raw = _ENUM_FIELDS[f.name][raw]
             elif isinstance(raw, list):
-                raw = tuple(raw)
-            elif isinstance(raw, str) and "float" in str(f.type) and raw in ("nan", "inf", "-inf"):
+                # JSON has no nan/inf: event_to_dict wrote them as strings, in scalars and in tuples
+                raw = tuple(float(v) if "float" in str(f.type) and v in _NON_FINITE else v for v in raw)
+            elif isinstance(raw, str) and "float" in str(f.type) and raw in _NON_FINITE:
                 raw = float(raw)
             values[f.name] = raw
         return cls(**values), check_int("event epoch", data["epoch"], minimum=0)

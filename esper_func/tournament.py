@@ -38,10 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from esper_func._rng import split_seeds
-from esper_func._skeleton import Skeleton
 from esper_func.blueprints import Blueprint, Registry
 from esper_func.candidates import CANDIDATE_STAGE, Candidates, CandidatesModule
-from esper_func.counterfactual import branch_sums, flatten_tokens
+from esper_func.counterfactual import branch_sums, eval_runner, flatten_tokens
 from esper_func.errors import (
     IllegalTransitionError,
     InvalidArgumentError,
@@ -50,7 +49,7 @@ from esper_func.errors import (
 )
 from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.events import LifecycleEvent, TournamentDecided
-from esper_func.lifecycle.gates import GateResult, Gates, check_gate
+from esper_func.lifecycle.gates import GateLevel, GateResult, Gates, check_gate
 from esper_func.lifecycle.measure import gradient_health, record_gradients
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.lifecycle.state import SeedState
@@ -63,7 +62,6 @@ from esper_func.model import (
     call_module,
     check_input,
     check_tree,
-    model_cache,
     seed_like_host,
 )
 from esper_func.slot import SlotModule, SlotParams, init_slot_params
@@ -305,13 +303,17 @@ class _TournamentModule(nn.Module):
         return out.unflatten(0, (branches, -1))
 
 
-def _runner(model: Model) -> Skeleton:
-    cache = model_cache(model)
-    runner = cache.get("tournament_runner")
-    if runner is None:
-        prototype = model.skeleton(train=False)
-        runner = cache["tournament_runner"] = Skeleton(_TournamentModule(prototype.host, prototype.slots, prototype.route))
-    return cast(Skeleton, runner)
+def _check_alpha(alpha: Any) -> float:
+    """``alpha`` (a number or a 0-d floating tensor) as a float in ``[0, 1]``."""
+    if isinstance(alpha, Tensor) and alpha.ndim == 0 and alpha.is_floating_point():
+        value = float(alpha)
+    elif isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        value = float(alpha)
+    else:
+        raise InvalidTypeError(f"alpha must be a number or a 0-d floating tensor in [0, 1]; got {alpha!r}")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise InvalidArgumentError(f"alpha must be in [0, 1]; got {value!r}")
+    return value
 
 
 class CandidateScores(NamedTuple):
@@ -346,7 +348,7 @@ def score_candidates(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     loss_fn: LossFn,
-    alpha: float = 1.0,
+    alpha: float | Tensor = 1.0,
     reducer: Reducer | None = None,
 ) -> CandidateScores:
     """Score every candidate of ``slot_id`` blended in at ``alpha``, in one sweep per batch; pure, eval mode.
@@ -368,10 +370,9 @@ def score_candidates(
             ``alpha`` outside ``[0, 1]``.
     """
     group = _group(model, slot_id)
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0.0 <= float(alpha) <= 1.0):
-        raise InvalidArgumentError(f"alpha must be a number in [0, 1]; got {alpha!r}")
+    value = _check_alpha(alpha)
     check_tree(model, params, buffers)
-    module = _runner(model).get()
+    module = eval_runner(model, _TournamentModule).get()
     flat = model.flatten(params, buffers["host"])
     device = next(iter(flat.values())).device if flat else torch.device("cpu")
     # [loss sums (1 + K), correct counts (1 + K), target count]: one vector, one collective.
@@ -380,7 +381,7 @@ def score_candidates(
         for x, y in batches:
             check_input(model, params, x)
             alphas = alphas_of(model, states, device=x.device)
-            a = torch.tensor(float(alpha), dtype=torch.float32, device=x.device)
+            a = torch.tensor(value, dtype=torch.float32, device=x.device)
             out = call_module(module, flat, (x, alphas, slot_id, a, group.order))
             loss_sum, correct, n = branch_sums(out, y, loss_fn=loss_fn)
             totals = totals + torch.cat([loss_sum, correct, loss_sum.new_tensor([n])])
@@ -450,7 +451,7 @@ def select_candidate(
     *,
     gates: Gates,
     loss_fn: LossFn,
-    alpha: float | None = None,
+    alpha: float | Tensor | None = None,
     reducer: Reducer | None = None,
     wait_for_gate: bool = False,
 ) -> tuple[Model, Params, dict[str, SeedState], tuple[LifecycleEvent, ...]]:
@@ -516,8 +517,7 @@ def select_candidate(
         got = "no state" if state is None else f"stage {getattr(state, 'stage', state)!r}"
         raise IllegalTransitionError(f"states[{slot_id!r}] must be the slot's SeedState in TRAINING; got {got}")
     reducer = reducer or LocalReducer()
-    if alpha is None:
-        alpha = 1.0 / max(1, state.blend_tempo_epochs)
+    alpha = 1.0 / max(1, state.blend_tempo_epochs) if alpha is None else _check_alpha(alpha)
     batch_list = list(batches)
     # No batch at all raises in score_candidates, on every rank at once (after the all-reduce).
     scores = score_candidates(
@@ -552,6 +552,11 @@ def select_candidate(
         c, lo = contributions[i], losses[i]
         return (lo if math.isfinite(lo) else math.inf, -c if math.isfinite(c) else math.inf, i)
 
+    # A candidate that diverged (non-finite loss or gradients) keeps no telemetry of its own: it never passes.
+    for i, (seed_norm, *_rest) in enumerate(telemetry):
+        if not (math.isfinite(losses[i]) and math.isfinite(seed_norm) and math.isfinite(host_norm)):
+            results[i] = GateResult(gate=GateLevel.G2, passed=False, checks_failed=("non_finite_measurement",),
+                                    message="candidate diverged: non-finite loss or gradients")
     passing = [i for i in range(group.k) if results[i].passed]
     if wait_for_gate and not passing:
         return model, params, dict(states), ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import runpy
 from pathlib import Path
@@ -246,6 +247,41 @@ def test_scores_equal_predict_with_each_candidate_blending() -> None:
         torch.testing.assert_close(scores.accuracy[i], result.accuracy[0])
     base = ef.evaluate(model, params, buffers, val, torch.zeros(1, 4), loss_fn=F.cross_entropy)
     torch.testing.assert_close(scores.baseline_loss, base.loss[0])
+
+
+def test_alpha_may_be_a_tensor_and_bad_alphas_are_refused() -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0"])
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["norm", "conv_light"])
+    states = {"r0c0": _training_state("r0c0", "cnn")}
+    val = _data(CNN, 1, 5, batch=8)
+    as_float = ef.score_candidates(group_model, group_params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy, alpha=0.3)
+    as_tensor = ef.score_candidates(group_model, group_params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy,
+                                    alpha=torch.tensor(0.3))
+    assert torch.equal(as_float.loss, as_tensor.loss)
+    for bad, error in [(1.5, ef.InvalidArgumentError), (float("nan"), ef.InvalidArgumentError),
+                       (torch.tensor([0.3]), ef.InvalidTypeError), (True, ef.InvalidTypeError), ("0.3", ef.InvalidTypeError)]:
+        with pytest.raises(error, match="alpha"):
+            ef.score_candidates(group_model, group_params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy, alpha=bad)
+
+
+def test_a_diverged_candidate_never_passes_g2() -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0"])
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "norm"])
+    states = {"r0c0": _training_state("r0c0", "cnn")}
+    trained = _train(group_model, group_params, buffers, states, _data(CNN, 2, 0))
+    stacks = trained.params["slots"]["r0c0"]
+    broken = {**stacks, "conv_light": {n: torch.full_like(t, float("nan")) for n, t in stacks["conv_light"].items()}}
+    nan_params = {**trained.params, "slots": {**trained.params["slots"], "r0c0": broken}}
+    gates = ef.Gates(permissive=True, min_blending_epochs=0, min_gradient_health_for_blending=0.0)
+    _, _, _, (event,) = ef.select_candidate(group_model, nan_params, trained.buffers, states, "r0c0",
+                                            _data(CNN, 1, 9, batch=16), gates=gates, loss_fn=F.cross_entropy)
+    assert not event.gate_passed[0] and "non_finite_measurement" in event.gate_checks_failed[0]
+    assert event.winner == 1
+    # and the event's non-finite scores survive the JSON round trip as floats
+    from esper_func.records import event_from_dict
+
+    back, _ = event_from_dict(json.loads(json.dumps(event_to_dict(event, 3))))
+    assert all(isinstance(v, float) for v in back.losses) and math.isnan(back.losses[0])
 
 
 def test_select_candidate_keeps_the_winner_and_is_pure() -> None:
