@@ -15,7 +15,10 @@ so CI (CPU only) can call it.
 5. the rows of ``bench/table.py`` measured on the GPU: train step (3-slot
    and small CNN), compiled step, the K = 8 sweep and the language-model
    step at TinyStories size, against esper-lite when ``ESPER_LITE_SRC``
-   points at its source tree (else against the in-repo stateful baselines).
+   points at its source tree (else against the in-repo stateful baselines);
+6. tournaments: K candidates trained together on the GPU equal each trained
+   alone, and ``bench/tournament.py``'s rows (K = 2, 4, 8 against one seed)
+   for the default mode (``vmap`` on the GPU) and one at a time.
 
 Run: ``[ESPER_LITE_SRC=...] python bench/cuda_check.py [--rounds N] [--skip-ratios] [--skip-lm]``.
 Prints ``CHECKS PASSED`` (exit 0) or the first failure (exit 1).
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _esper_lite
 import table
+import tournament
 from _timing import print_table
 
 import esper_func as ef
@@ -135,6 +139,32 @@ def check_sweep(device: torch.device) -> None:
     close(got, want, rtol=1e-4, atol=1e-4, what="sweep vs stacked predict")
 
 
+def check_tournament(device: torch.device) -> None:
+    registry = ef.default_registry()
+    host = ef.CNNHost(n_blocks=2, base_channels=16)
+    model, params, buffers = ef.build_model(host, ["r0c0"], generator=torch.Generator().manual_seed(0), device=device)
+    names = ["conv_light", "norm", "conv_light"]
+    gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
+    state, _, _ = ef.advance(ef.germinate("r0c0", "candidates"), ef.Gates(permissive=True), ef.SeedStage.TRAINING)
+    g = torch.Generator().manual_seed(3)
+    data = [to((torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)), device) for _ in range(3)]
+    opt = ef.optim.adamw(1e-3)
+
+    def train(m: ef.Model, p: dict) -> ef.TrainState:
+        s = ef.init_train_state(m, p, buffers, optimizer=opt, seeds={"r0c0": state})
+        for batch in data:
+            s, _ = ef.train_step(m, s, batch, optimizer=opt, loss_fn=F.cross_entropy)
+        return s
+
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", registry, names, generators=gens)
+    together = ef.candidate_params(group_model, train(group_model, group_params).params, "r0c0")
+    for i, name in enumerate(names):
+        alone_model, alone_params = ef.add_seed(model, params, "r0c0", registry, name, generator=gens[i],
+                                                stage=ef.SeedStage.TRAINING)
+        alone = train(alone_model, alone_params).params["slots"]["r0c0"]["seed"]
+        close(together[i]["seed"], alone, rtol=1e-3, atol=1e-4, what=f"candidate {i} ({name}) vs alone")
+
+
 def ratios(device: torch.device, rounds: int, skip_lm: bool) -> None:
     lite = _esper_lite.available()
     settings = table.Settings(rounds=rounds, min_time_s=0.2, device=device)
@@ -162,6 +192,7 @@ def main() -> int:
         ("compiled train step equals eager, no recompiles for new alphas / data / lr", check_compiled),
         ('no host synchronisation in the step (set_sync_debug_mode("error"))', check_no_sync),
         ("ef.sweep on the GPU equals stacked ef.predict", check_sweep),
+        ("tournament candidates trained together equal each alone", check_tournament),
     ]
     results = []
     for name, check in checks:
@@ -176,6 +207,9 @@ def main() -> int:
     print_table(["check", "result", "seconds"], results)
     if not args.skip_ratios:
         ratios(device, args.rounds, args.skip_lm)
+        for vectorize in (None, False):
+            print(f"\ntournament step (bench/tournament.py), vectorize={vectorize}:")
+            print_table(tournament.HEADER, tournament.rows([2, 4, 8], vectorize, rounds=args.rounds, device=device))
     print("CHECKS PASSED")
     return 0
 

@@ -5,15 +5,20 @@ base_channels=32)``, batch 128 of 32x32, SGD with momentum 0.9 and weight
 decay 5e-4, cross entropy): ``conv_light`` seeds BLENDING at alpha 0.3 in
 ``r0c1`` and ``r0c2``; in ``r0c0`` (32 channels at 32x32, the widest
 activations) either one ``conv_light`` seed in TRAINING (the baseline) or
-a group of K ``conv_light`` candidates (:func:`esper_func.add_candidates`),
-run as one ``vmap`` (the default) or one at a time (``vectorize=False``).
+a group of K ``conv_light`` candidates (:func:`esper_func.add_candidates`)
+with the default ``vectorize=None`` (on CPU: one at a time over
+micro-batches), or with ``--vectorize true`` (one ``vmap`` per blueprint)
+or ``--vectorize false`` (one at a time on the whole batch, bit-exact). Time
+one mode per process: the C allocator's state carries over between
+variants, so a mode that allocates large blocks slows the others.
 
 Every variant is timed in the same interleaved rounds (``bench/_timing.py``)
 and each ratio is the median over rounds of the per-round ratio to the
 one-seed step. Running K trials one after another costs K one-seed steps
 (ratio K); the goal is K = 4 at most 1.6x.
 
-Run: ``python bench/tournament.py [--rounds N] [--threads N] [--clock cpu] [--ks 2,4,8] [--sequential]``.
+Run: ``python bench/tournament.py [--rounds N] [--threads N] [--clock cpu] [--ks 2,4,8] [--vectorize none|true|false]
+[--device cuda]`` (``bench/cuda_check.py`` runs it on the GPU too).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,10 +53,14 @@ def _state(slot_id: str, stage: ef.SeedStage, alpha: float = 0.0) -> ef.SeedStat
     return dataclasses.replace(state, stage=stage, alpha_controller=ef.AlphaController(alpha=alpha))
 
 
-def _base() -> tuple[ef.Model, dict, dict, dict]:
-    """The host with BLENDING seeds in the other slots, the tournament slot empty."""
+def _to(tree: object, device: torch.device) -> object:
+    return torch.utils._pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _base(device: torch.device) -> tuple[ef.Model, dict, dict, dict]:
+    """The host with BLENDING seeds in the other slots, the tournament slot empty, on ``device``."""
     registry = ef.default_registry()
-    model, params, buffers = ef.build_model(HOST, SLOTS, generator=torch.Generator().manual_seed(0))
+    model, params, buffers = ef.build_model(HOST, SLOTS, generator=torch.Generator().manual_seed(0), device=device)
     seeds = {}
     for k, sid in enumerate(SLOTS[1:]):
         model, params = ef.add_seed(model, params, sid, registry, BLUEPRINT, generator=torch.Generator().manual_seed(k + 1))
@@ -68,46 +78,56 @@ def _step(model: ef.Model, params: dict, buffers: dict, seeds: dict, batch: tupl
     return run
 
 
+def rows(ks: list[int], vectorize: bool | None, *, rounds: int, device: torch.device,
+         clock: Callable[[], float] = time.perf_counter) -> list[list[object]]:
+    """``[variant, ms/step, x one-seed step, K trials in a row, goal]`` for one seed and each K."""
+    registry = ef.default_registry()
+    g = torch.Generator().manual_seed(0)
+    batch = _to((torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)), device)
+    model, params, buffers, seeds = _base(device)
+    slot_state = _state(TOURNAMENT_SLOT, ef.SeedStage.TRAINING)
+    fns = {}
+    one_model, one_params = ef.add_seed(model, params, TOURNAMENT_SLOT, registry, BLUEPRINT, stage=ef.SeedStage.TRAINING)
+    fns["1 seed"] = _step(one_model, one_params, buffers, {**seeds, TOURNAMENT_SLOT: slot_state}, batch)
+    for k in ks:
+        m, p = ef.add_candidates(model, params, TOURNAMENT_SLOT, registry, [BLUEPRINT] * k, vectorize=vectorize)
+        fns[f"K={k}"] = _step(m, p, buffers, {**seeds, TOURNAMENT_SLOT: slot_state}, batch)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    timings = measure(fns, rounds=rounds, min_time_s=0.2, warmup=1, clock=clock, sync=sync)
+    out: list[list[object]] = []
+    for name in fns:
+        k = 1 if name == "1 seed" else int(name.split("=")[1])
+        ratio = 1.0 if name == "1 seed" else timings.ratio(name, "1 seed")
+        out.append([name, timings.ms(name), ratio, float(k), f"<= {GOAL_K4}" if k == 4 else ""])
+    return out
+
+
+HEADER = ["variant", "ms/step", "x 1 seed", "K trials in a row", "goal"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--ks", default="2,4,8")
-    parser.add_argument("--sequential", action="store_true",
-                        help="also time every K run one candidate at a time (the epoch loop's choice on CPU)")
+    parser.add_argument("--vectorize", choices=["none", "true", "false"], default="none",
+                        help="the candidates' mode: none (default: the faster for the device), true (vmap), "
+                             "false (one at a time on the whole batch, bit-exact)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     threads = setup_threads(1 if args.clock == "cpu" else args.threads)
-    ks = [int(k) for k in args.ks.split(",")]
-    registry = ef.default_registry()
-    g = torch.Generator().manual_seed(0)
-    batch = (torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g))
-    model, params, buffers, seeds = _base()
-    slot_state = _state(TOURNAMENT_SLOT, ef.SeedStage.TRAINING)
-
-    fns = {}
-    one_model, one_params = ef.add_seed(model, params, TOURNAMENT_SLOT, registry, BLUEPRINT, stage=ef.SeedStage.TRAINING)
-    fns["1 seed"] = _step(one_model, one_params, buffers, {**seeds, TOURNAMENT_SLOT: slot_state}, batch)
-    variants = [(k, True) for k in ks] + ([(k, False) for k in ks] if args.sequential else [])
-    for k, vectorize in variants:
-        m, p = ef.add_candidates(model, params, TOURNAMENT_SLOT, registry, [BLUEPRINT] * k, vectorize=vectorize)
-        name = f"K={k}" + ("" if vectorize else " one at a time")
-        fns[name] = _step(m, p, buffers, {**seeds, TOURNAMENT_SLOT: slot_state}, batch)
-
+    vectorize = {"none": None, "true": True, "false": False}[args.vectorize]
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-    timings = measure(fns, rounds=args.rounds, min_time_s=0.2, warmup=1, clock=clock)
-    rows = []
-    for name in fns:
-        k = 1 if name == "1 seed" else int(name.split("=")[1].split()[0])
-        ratio = 1.0 if name == "1 seed" else timings.ratio(name, "1 seed")
-        goal = f"<= {GOAL_K4}" if k == 4 else ""
-        rows.append([name, timings.ms(name), ratio, float(k), goal])
+    table = rows([int(k) for k in args.ks.split(",")], vectorize, rounds=args.rounds, device=torch.device(args.device),
+                 clock=clock)
     print(
         f"train step, {type(HOST).__name__}(n_blocks=3, base_channels=32), batch 128 of 32x32, "
-        f"{BLUEPRINT} candidates in {TOURNAMENT_SLOT}; {threads} thread(s), {args.clock} clock, {args.rounds} rounds; "
+        f"{BLUEPRINT} candidates in {TOURNAMENT_SLOT} (vectorize={vectorize}) on {args.device}; {threads} thread(s), "
+        f"{args.clock} clock, {args.rounds} rounds; "
         f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}"
     )
-    print_table(["variant", "ms/step", "x 1 seed", "K trials in a row", "goal"], rows)
+    print_table(HEADER, table)
 
 
 if __name__ == "__main__":

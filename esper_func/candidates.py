@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call, vmap
 
 from esper_func._skeleton import Skeleton, on_meta
@@ -41,7 +42,7 @@ from esper_func.lifecycle.alpha import AlphaAlgorithm
 from esper_func.lifecycle.stages import SeedStage
 from esper_func.slot import SeedFeatures, Slot
 
-__all__ = ["CANDIDATE_STAGE", "CANDIDATE_STAGES", "Candidates", "CandidatesModule"]
+__all__ = ["CANDIDATE_STAGE", "CANDIDATE_STAGES", "MICRO_BATCH_BYTES", "Candidates", "CandidatesModule"]
 
 
 def _stacked_meta(seed: nn.Module, n: int) -> nn.Module:
@@ -55,48 +56,71 @@ def _stacked_meta(seed: nn.Module, n: int) -> nn.Module:
 
 
 class _Incubator(torch.autograd.Function):
-    """``h`` forward; backward hands ``h`` its gradient and every candidate output the same one.
+    """``h`` forward; the candidates run in the backward pass, on the gradient ``h`` receives.
 
-    ``outs`` are candidate outputs shaped like ``h`` or stacks of them
-    (``[n, *h.shape]``). The value of ``h + sum_k (s_k - s_k.detach())`` and
-    its gradients, exactly, without materialising ``K`` copies of the
-    activations: each output's gradient is the upstream gradient itself, or
-    a broadcast view of it over a stack.
+    A candidate's output never reaches the forward value (it is
+    ``h + (s_k - s_k.detach())``); all the step needs from it is the
+    gradient of its parameters under the upstream gradient of ``h``. So the
+    forward only keeps the detached seed input, and the backward hands ``h``
+    its gradient unchanged and computes each candidate's parameter gradient,
+    one candidate (or one ``vmap`` of a blueprint's candidates) at a time:
+    the same kernels on the same values as the candidate alone in the
+    forward pass, while only one candidate's activations are alive at once.
     """
 
     @staticmethod
-    def forward(ctx: Any, h: Tensor, *outs: Tensor) -> Tensor:
-        ctx.shapes = [o.shape for o in outs]
+    def forward(ctx: Any, h: Tensor, seed_input: Tensor, module: CandidatesModule, *params: Tensor) -> Tensor:
+        ctx.module = module
+        ctx.needs = tuple(p.requires_grad for p in params)
+        ctx.save_for_backward(seed_input, *params)
         return h.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
-        return (grad, *(grad if shape == grad.shape else grad.expand(shape) for shape in ctx.shapes))
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        seed_input, *params = ctx.saved_tensors
+        grads = ctx.module.parameter_grads(seed_input, params, ctx.needs, grad)
+        return (grad, None, None, *grads)
+
+
+#: With ``vectorize=None`` on CPU, candidates of per-sample blueprints are
+#: incubated over micro-batches whose seed input is at most this many bytes.
+#: Whole-batch activations (16 MiB for 32 channels at 32x32, batch 128) are
+#: handed back to the OS by the C allocator after every candidate and
+#: page-faulted in again by the next; micro-batches of this size are reused in
+#: place (measured on 2 cores: a conv_light candidate 38 ms -> 22 ms).
+MICRO_BATCH_BYTES = 4 * 2**20
 
 
 class CandidatesModule(nn.Module):
     """The candidate group's forward, for ``functional_call`` inside the model module.
 
     Parameter names are ``stacks.<blueprint>.<name>`` with shapes
-    ``[n, *shape]``. :meth:`features` runs each blueprint's candidates as one
-    ``vmap`` over their stacked parameters on the detached host features and
-    ties them to the host features as ``h + sum_k (s_k - s_k.detach())``
-    would (value ``h``; every ``s_k`` receives the upstream gradient), which
-    :meth:`combine` returns. The forward value is the
-    host's at every alpha: a group has no blend to counterfactually switch on
-    (score its candidates with :func:`esper_func.tournament.candidate_outputs`).
+    ``[n, *shape]``. :meth:`features` ties the host features to every
+    candidate as ``h + sum_k (s_k - s_k.detach())`` would (value ``h``;
+    every ``s_k`` receives the upstream gradient), which :meth:`combine`
+    returns; the candidates themselves run in the backward pass
+    (:meth:`parameter_grads`). The forward value is the host's at every
+    alpha: a group has no blend to counterfactually switch on (score its
+    candidates with :meth:`blended`).
+
+    ``groups`` holds, per blueprint, ``(name, per-candidate seed skeleton,
+    count, per_sample)``; ``vectorize`` is :attr:`Candidates.vectorize`.
     """
 
-    def __init__(self, groups: tuple[tuple[str, nn.Module, int], ...], algorithm: AlphaAlgorithm, vectorize: bool = True) -> None:
+    def __init__(
+        self, groups: tuple[tuple[str, nn.Module, int, bool], ...], algorithm: AlphaAlgorithm, vectorize: bool | None = None
+    ) -> None:
         super().__init__()
-        self.stacks = nn.ModuleDict({key: _stacked_meta(seed, n) for key, seed, n in groups})
+        self.stacks = nn.ModuleDict({key: _stacked_meta(seed, n) for key, seed, n, _ in groups})
         # Not registered as submodules: the seeds are the per-candidate skeletons run under vmap.
-        self.seeds: tuple[nn.Module, ...] = tuple(seed for _, seed, _ in groups)
-        self.keys: tuple[str, ...] = tuple(key for key, _, _ in groups)
-        self.counts: tuple[int, ...] = tuple(n for _, _, n in groups)
-        self.names: tuple[tuple[str, ...], ...] = tuple(tuple(n for n, _ in seed.named_parameters()) for _, seed, _ in groups)
+        self.seeds: tuple[nn.Module, ...] = tuple(seed for _, seed, _, _ in groups)
+        self.keys: tuple[str, ...] = tuple(key for key, _, _, _ in groups)
+        self.counts: tuple[int, ...] = tuple(n for _, _, n, _ in groups)
+        self.per_sample: tuple[bool, ...] = tuple(bool(flag) for _, _, _, flag in groups)
+        self.names: tuple[tuple[str, ...], ...] = tuple(tuple(n for n, _ in seed.named_parameters()) for seed in self.seeds)
         self.algorithm = int(AlphaAlgorithm(algorithm))
-        self.vectorize = bool(vectorize)
+        self.vectorize = vectorize if vectorize is None else bool(vectorize)
 
     def _stacked(self, group: int) -> dict[str, Tensor]:
         holder = self.stacks[self.keys[group]]
@@ -107,11 +131,15 @@ class CandidatesModule(nn.Module):
             out[name] = getattr(owner, attr)  # the tensor bound by functional_call (not necessarily a Parameter)
         return out
 
+    def _vectorized(self, x: Tensor) -> bool:
+        """Whether a blueprint's candidates run as one ``vmap`` on ``x``'s device."""
+        return self.vectorize if self.vectorize is not None else x.device.type != "cpu"
+
     def group_outputs(self, x: Tensor, *, stack: bool = True) -> list[Tensor]:
         """Per blueprint group, the candidates' outputs ``[n, *x.shape]`` on ``x`` (as given).
 
-        ``stack=False`` with ``vectorize=False``: one output per candidate
-        instead (no stacking copy).
+        ``stack=False`` when candidates run one at a time: one output per
+        candidate instead (no stacking copy).
         """
         outputs = []
         for group, seed in enumerate(self.seeds):
@@ -124,7 +152,7 @@ class CandidatesModule(nn.Module):
             def run(p: dict[str, Tensor], seed: nn.Module = seed) -> Tensor:
                 return functional_call(seed, p, (x,), strict=True, tie_weights=False)
 
-            if self.vectorize:
+            if self._vectorized(x):
                 outputs.append(vmap(run)(stacked))
             else:  # one candidate at a time: the very kernels a lone seed runs
                 rows = [run({n: t[j] for n, t in stacked.items()}) for j in range(self.counts[group])]
@@ -134,27 +162,103 @@ class CandidatesModule(nn.Module):
                     outputs.extend(rows)
         return outputs
 
+    def _flat_params(self) -> list[Tensor]:
+        """Every stacked parameter, group by group in :attr:`names` order (the incubator's inputs)."""
+        return [t for group in range(len(self.seeds)) for t in self._stacked(group).values()]
+
+    def _micro_batches(self, group: int, seed_input: Tensor, grad: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``(seed input, upstream gradient)`` pieces a loop over ``group``'s candidates runs on."""
+        whole = [(seed_input, grad)]
+        if self.vectorize is not None or not self.per_sample[group] or seed_input.ndim == 0:
+            return whole
+        per_sample = seed_input[0].numel() * seed_input.element_size()
+        size = max(1, MICRO_BATCH_BYTES // max(1, per_sample))
+        if size >= seed_input.shape[0]:
+            return whole
+        return list(zip(seed_input.split(size), grad.split(size), strict=True))
+
+    def parameter_grads(
+        self, seed_input: Tensor, params: list[Tensor], needs: tuple[bool, ...], grad: Tensor
+    ) -> list[Tensor | None]:
+        """The gradient of every stacked parameter when each candidate's output receives ``grad``.
+
+        ``params`` and ``needs`` are in :meth:`_flat_params` order; a
+        parameter that needs no gradient gets ``None``. Candidates (or a
+        blueprint's whole stack, vectorized) run one after another, so only
+        one candidate's activations are alive at a time. Run one at a time
+        on the whole batch, each candidate's gradient is bit for bit the one
+        a lone seed receives; over micro-batches (``vectorize=None`` on CPU,
+        per-sample blueprints) it is their sum, equal up to float rounding.
+        """
+        vectorized = self._vectorized(seed_input)
+        grads: list[Tensor | None] = []
+        offset = 0
+        for group, seed in enumerate(self.seeds):
+            names = self.names[group]
+            stacked = params[offset:offset + len(names)]
+            wanted = needs[offset:offset + len(names)]
+            offset += len(names)
+            if not any(wanted):
+                grads.extend(None for _ in names)
+                continue
+
+            def vjp(
+                tensors: list[Tensor], x: Tensor, cotangent: Tensor,
+                seed: nn.Module = seed, names: tuple[str, ...] = names, wanted: tuple[bool, ...] = wanted,
+            ) -> list[Tensor]:
+                with torch.enable_grad():
+                    leaves = [t.detach().requires_grad_(w) for t, w in zip(tensors, wanted, strict=True)]
+                    bound = dict(zip(names, leaves, strict=True))
+
+                    def run(p: dict[str, Tensor]) -> Tensor:
+                        return functional_call(seed, p, (x,), strict=True, tie_weights=False)
+
+                    out = vmap(run)(bound) if vectorized else run(bound)
+                    trained = [t for t, w in zip(leaves, wanted, strict=True) if w]
+                    return list(torch.autograd.grad(out, trained, cotangent.to(out.dtype).expand(out.shape),
+                                                    allow_unused=True, materialize_grads=True))
+
+            if vectorized:
+                per_param = vjp(stacked, seed_input, grad)
+            else:
+                pieces = self._micro_batches(group, seed_input, grad)
+                rows = []
+                for j in range(self.counts[group]):
+                    row = [t[j] for t in stacked]
+                    total = vjp(row, *pieces[0])
+                    for piece in pieces[1:]:
+                        total = [a + b for a, b in zip(total, vjp(row, *piece), strict=True)]
+                    rows.append(total)
+                per_param = [torch.stack(column) for column in zip(*rows, strict=True)]
+            trained = iter(per_param)
+            grads.extend(next(trained) if w else None for w in wanted)
+        return grads
+
     def features(self, x: Tensor, stage: int) -> SeedFeatures:
-        """Every candidate on the detached host features, tied to ``x`` by the incubator.
+        """The detached host features for the candidates, and ``x`` tied to them by the incubator.
 
         ``seed_out`` is the incubated host features: ``x``'s values, whose
-        gradient flows to ``x`` unchanged and to every candidate's output.
+        gradient flows to ``x`` unchanged; in the backward pass each
+        candidate's parameters receive the gradient they would receive if
+        that candidate's output had been added as ``s - s.detach()``.
         """
         seed_input = x.detach()
         if not seed_input.is_contiguous():
             # As a single seed reads a channels_last host (and see Slot.features: channels_last
             # would halve a conv seed's cost on CPU, but GroupNorm's backward crashes on it).
             seed_input = seed_input.contiguous()
-        outs = [o.to(x.dtype) for o in self.group_outputs(seed_input, stack=False) if o.requires_grad]
-        if not outs:
-            return SeedFeatures(seed_input, x, None)
+        params = self._flat_params()
+        if not torch.is_grad_enabled() or not any(p.requires_grad for p in params):
+            return SeedFeatures(seed_input, x, None)  # nothing to train: no candidate can change the value
         if torch.compiler.is_compiling():
             # The plain expression (the compiler fuses it; Dynamo would instantiate the Function).
             h = x
-            for out in outs:
-                h = h + (out - out.detach() if out.shape == x.shape else (out - out.detach()).sum(0))
+            for out in self.group_outputs(seed_input, stack=False):
+                if out.requires_grad:
+                    out = out.to(x.dtype)
+                    h = h + (out - out.detach() if out.shape == x.shape else (out - out.detach()).sum(0))
             return SeedFeatures(seed_input, h, None)
-        return SeedFeatures(seed_input, _Incubator.apply(x, *outs), None)
+        return SeedFeatures(seed_input, _Incubator.apply(x, seed_input, self, *params), None)
 
     def combine(self, x: Tensor, features: SeedFeatures, alpha: Tensor, stage: int) -> Tensor:
         """The host's features; each candidate gets their upstream gradient (see :meth:`features`)."""
@@ -192,16 +296,22 @@ class Candidates(Slot):
 
     Attributes:
         members: per candidate, its blueprint.
-        vectorize: run each blueprint's candidates as one ``vmap`` over
-            their stacked parameters (the default; fast). ``False`` runs them
-            one at a time with the kernels a lone seed runs, so each
-            candidate's numbers equal its solo run bit for bit (``vmap``'s
-            batched kernels may round differently, at the level of float
-            rounding).
+        vectorize: how the candidates run in the backward pass. ``True``:
+            each blueprint's candidates as one ``vmap`` over their stacked
+            parameters (the model-ensembling pattern; ``vmap``'s batched
+            kernels may round differently from a lone seed's). ``False``: one
+            at a time on the whole batch, the kernels a lone seed runs, so
+            each candidate's numbers equal its solo run bit for bit. ``None``
+            (the default) picks the faster for the device: ``vmap`` on
+            accelerators; on CPU one at a time, and for
+            :attr:`~esper_func.Blueprint.per_sample` blueprints over
+            micro-batches of at most :data:`MICRO_BATCH_BYTES` of seed input
+            (gradients equal to the solo run's up to the rounding of their
+            sum over micro-batches).
     """
 
     members: tuple[Blueprint, ...] = ()
-    vectorize: bool = True
+    vectorize: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.members, tuple) or not self.members:
@@ -213,8 +323,8 @@ class Candidates(Slot):
                 raise InvalidArgumentError(
                     f"candidates of one slot must share a topology; got {self.members[0].topology} and {bp.topology}"
                 )
-        if not isinstance(self.vectorize, bool):
-            raise InvalidTypeError(f"Candidates.vectorize must be a bool; got {self.vectorize!r}")
+        if self.vectorize is not None and not isinstance(self.vectorize, bool):
+            raise InvalidTypeError(f"Candidates.vectorize must be True, False or None; got {self.vectorize!r}")
         if self.blueprint != self.members[0]:
             raise InvalidArgumentError("Candidates.blueprint must be the first member's blueprint")
         if self.blueprint_kwargs:
@@ -238,9 +348,12 @@ class Candidates(Slot):
         offsets = [sum(counts[k] for k in keys[:g]) for g in range(len(keys))]
         order = tuple(offsets[g] + row for g, row in position)
         prototypes = {bp.name: s.seed_skeleton for bp, s in zip(self.members, member_slots, strict=True)}
+        per_sample = {bp.name: bp.per_sample for bp in self.members}
         module = on_meta(
             lambda: CandidatesModule(
-                tuple((k, copy.deepcopy(prototypes[k]), counts[k]) for k in keys), self.algorithm, self.vectorize
+                tuple((k, copy.deepcopy(prototypes[k]), counts[k], per_sample[k]) for k in keys),
+                self.algorithm,
+                self.vectorize,
             )
         )
         shapes = {

@@ -208,6 +208,12 @@ def eval_runner(model: Model, module_cls: Callable[..., nn.Module]) -> Skeleton:
 # --------------------------------------------------------------------------- sweep
 
 
+def check_max_batch(max_batch: Any) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``max_batch`` is ``None`` or a positive int."""
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
+
+
 def sweep(
     model: Model,
     params: Params,
@@ -245,8 +251,7 @@ def sweep(
     check_input(model, params, x)
     check_grid(model, grid)
     check_tree(model, params, buffers)
-    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-        raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
+    check_max_batch(max_batch)
     rows, distinct = _distinct_rows(model, grid)
     plan = sweep_plan(distinct, dtype=grid.dtype, device=grid.device)
     position = {row: i for i, row in enumerate(distinct or [()])}

@@ -128,7 +128,8 @@ class FitConfig:
         auto_forward: gate levels ``step_epoch`` may pass on its own.
         governor: the loss governor's thresholds.
         val_batch_size: validation batch size per rank (in-memory :class:`Dataset` only).
-        max_batch: bound on samples per host segment in the contribution sweep.
+        max_batch: bound on samples per host segment in the contribution sweep and
+            in tournament scoring (see :func:`esper_func.tournament.score_candidates`).
         task: ``"classification"`` (inputs ``[B, ...]``, integer targets
             ``[B]``, a host with outputs ``[B, C]`` such as ``CNNHost``) or
             ``"language_model"`` (integer tokens ``[B, T]``, integer targets
@@ -451,9 +452,8 @@ def _sync_structure(
                                      generator=generator)
         else:
             generators = [torch.Generator().manual_seed((seed + i * 1_000_003) % (2**62)) for i in range(len(blueprints))]
-            vectorize = _device_of(state).type != "cpu"  # on CPU one candidate at a time is the faster path
             model, params = add_candidates(model, params, slot_id, registry, blueprints, generators=generators,
-                                           algorithm=algorithm, vectorize=vectorize)
+                                           algorithm=algorithm)
         fresh[slot_id] = True
     # A GATE seed entering BLENDING gets its gate network, initialised from the epoch's seed.
     gates_generator = torch.Generator().manual_seed((init_seed + 1) % (2**62))
@@ -512,6 +512,7 @@ def _tournament_phase(
             # Never wait while the group's own state would pass G2: the controller or step_epoch
             # could then move a slot still holding candidates to BLENDING.
             reducer=reducer,
+            max_batch=config.max_batch,
             wait_for_gate=incubated < config.gates.min_blending_epochs + config.tournament_patience
             and not check_gate(config.gates, seed_state, SeedStage.BLENDING).passed,
         )

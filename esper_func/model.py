@@ -767,6 +767,13 @@ def model_to_dict(model: Model) -> dict[str, Any]:
     }
 
 
+def _read_vectorize(value: Any) -> bool | None:
+    """A saved ``Candidates.vectorize``: ``True``, ``False`` or ``None`` (absent: ``None``, the automatic choice)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise CheckpointError(f"a candidate group's 'vectorize' must be true, false or null; got {value!r}")
+
+
 def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
     """Rebuild a :class:`Model` written by :func:`model_to_dict`; blueprints come from ``registry``.
 
@@ -790,7 +797,7 @@ def model_from_dict(data: Mapping[str, Any], registry: Registry) -> Model:
             if "candidates" in entry:
                 members = tuple(registry.get(entry["topology"], name) for name in entry["candidates"])
                 slots.append(Candidates(blueprint, int(entry["channels"]), AlphaAlgorithm(entry["algorithm"]), (), False, members,
-                                        bool(entry.get("vectorize", True))))
+                                        _read_vectorize(entry.get("vectorize"))))
                 continue
             kwargs = tuple((k, v) for k, v in entry["blueprint_kwargs"])
             # "gated" is absent from structures written before gates followed the stage.

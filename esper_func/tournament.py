@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from esper_func._rng import split_seeds
 from esper_func.blueprints import Blueprint, Registry
 from esper_func.candidates import CANDIDATE_STAGE, Candidates, CandidatesModule
-from esper_func.counterfactual import branch_sums, eval_runner, flatten_tokens
+from esper_func.counterfactual import branch_sums, check_max_batch, eval_runner, flatten_tokens
 from esper_func.errors import (
     IllegalTransitionError,
     InvalidArgumentError,
@@ -116,7 +116,7 @@ def add_candidates(
     *,
     generators: Sequence[torch.Generator | None] | None = None,
     algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
 ) -> tuple[Model, Params]:
     """Incubate one candidate seed per entry of ``blueprints`` in the free slot ``slot_id``.
 
@@ -147,8 +147,9 @@ def add_candidates(
         algorithm: how the chosen candidate will blend (``MULTIPLY``
             zero-initialises each candidate's last affine layer as
             ``add_seed`` does).
-        vectorize: run each blueprint's candidates as one ``vmap`` (default),
-            or one at a time, bit for bit as each would run alone (see
+        vectorize: ``True`` runs each blueprint's candidates as one ``vmap``;
+            ``False`` one at a time, bit for bit as each would run alone;
+            ``None`` (default) the faster for the device (see
             :class:`~esper_func.candidates.Candidates`).
 
     Returns:
@@ -188,8 +189,8 @@ def add_candidates(
                 raise InvalidTypeError(f"generators[{i}] must be a torch.Generator or None; got {type(g).__name__}")
         gens = list(generators)
     algorithm = AlphaAlgorithm(algorithm)
-    if not isinstance(vectorize, bool):
-        raise InvalidTypeError(f"vectorize must be a bool; got {vectorize!r}")
+    if vectorize is not None and not isinstance(vectorize, bool):
+        raise InvalidTypeError(f"vectorize must be True, False or None; got {vectorize!r}")
     group = Candidates(members[0], model.host.slot_channels(slot_id), algorithm, (), False, members, vectorize)
     reference = next(iter(params["host"].values()), None)
     device = None if reference is None else reference.device
@@ -350,6 +351,7 @@ def score_candidates(
     loss_fn: LossFn,
     alpha: float | Tensor = 1.0,
     reducer: Reducer | None = None,
+    max_batch: int | None = None,
 ) -> CandidateScores:
     """Score every candidate of ``slot_id`` blended in at ``alpha``, in one sweep per batch; pure, eval mode.
 
@@ -362,15 +364,19 @@ def score_candidates(
     BLENDING at ``alpha`` there. Targets equal to
     :data:`~esper_func.data.IGNORE_INDEX` (padding) are not counted. With a
     distributed ``reducer`` the sums are all-reduced, so every rank gets the
-    scores of all ranks' batches.
+    scores of all ranks' batches. ``max_batch`` bounds the samples one batch
+    runs with at once (each of them fans out into ``1 + K`` branches after
+    the slot); a larger batch is scored in chunks of ``max_batch`` samples,
+    as :func:`esper_func.sweep` does.
 
     Raises:
         IllegalTransitionError: the slot holds no candidate group.
-        InvalidArgumentError: no batches (no counted target on any rank), or
-            ``alpha`` outside ``[0, 1]``.
+        InvalidArgumentError: no batches (no counted target on any rank),
+            ``alpha`` outside ``[0, 1]``, or a ``max_batch`` below 1.
     """
     group = _group(model, slot_id)
     value = _check_alpha(alpha)
+    check_max_batch(max_batch)
     check_tree(model, params, buffers)
     module = eval_runner(model, _TournamentModule).get()
     flat = model.flatten(params, buffers["host"])
@@ -382,9 +388,18 @@ def score_candidates(
             check_input(model, params, x)
             alphas = alphas_of(model, states, device=x.device)
             a = torch.tensor(value, dtype=torch.float32, device=x.device)
-            out = call_module(module, flat, (x, alphas, slot_id, a, group.order))
-            loss_sum, correct, n = branch_sums(out, y, loss_fn=loss_fn)
-            totals = totals + torch.cat([loss_sum, correct, loss_sum.new_tensor([n])])
+            pieces = [(x, y)]
+            if max_batch is not None and x.shape[0] > max_batch:
+                if not isinstance(y, Tensor) or y.shape[:1] != x.shape[:1]:
+                    raise InvalidArgumentError(
+                        f"targets must have one row per input to be scored in chunks; got {tuple(x.shape)} inputs "
+                        f"and targets {tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}"
+                    )
+                pieces = list(zip(x.split(max_batch), y.split(max_batch), strict=True))
+            for xs, ys in pieces:
+                out = call_module(module, flat, (xs, alphas, slot_id, a, group.order))
+                loss_sum, correct, n = branch_sums(out, ys, loss_fn=loss_fn)
+                totals = totals + torch.cat([loss_sum, correct, loss_sum.new_tensor([n])])
     totals = (reducer or LocalReducer()).sum(totals)
     count = int(totals[-1])
     if count == 0:
@@ -454,6 +469,7 @@ def select_candidate(
     alpha: float | Tensor | None = None,
     reducer: Reducer | None = None,
     wait_for_gate: bool = False,
+    max_batch: int | None = None,
 ) -> tuple[Model, Params, dict[str, SeedState], tuple[LifecycleEvent, ...]]:
     """End the tournament at ``slot_id``: keep the best candidate as an ordinary seed, drop the others.
 
@@ -498,6 +514,8 @@ def select_candidate(
         wait_for_gate: when no candidate passes G2, change nothing and return
             no event (the tournament goes on; call again after more
             training) instead of keeping the best-scoring candidate.
+        max_batch: bound on the samples scored at once (see
+            :func:`score_candidates`).
 
     Returns:
         ``(model, params, states, events)``: new values; ``events`` is one
@@ -507,7 +525,8 @@ def select_candidate(
     Raises:
         IllegalTransitionError: the slot holds no candidate group, or its
             state is missing or not in TRAINING.
-        InvalidArgumentError: no validation batches; ``alpha`` outside ``[0, 1]``.
+        InvalidArgumentError: no validation batches; ``alpha`` outside ``[0, 1]``;
+            a ``max_batch`` below 1.
     """
     group = _group(model, slot_id)
     if not isinstance(gates, Gates):
@@ -521,7 +540,8 @@ def select_candidate(
     batch_list = list(batches)
     # No batch at all raises in score_candidates, on every rank at once (after the all-reduce).
     scores = score_candidates(
-        model, params, buffers, states, slot_id, batch_list, loss_fn=loss_fn, alpha=alpha, reducer=reducer
+        model, params, buffers, states, slot_id, batch_list, loss_fn=loss_fn, alpha=alpha, reducer=reducer,
+        max_batch=max_batch,
     )
     host_norm, telemetry = _candidate_gradients(
         model, params, buffers, states, slot_id, batch_list[0] if batch_list else None, loss_fn, reducer

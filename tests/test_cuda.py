@@ -1,4 +1,4 @@
-"""The GPU path: the train step, the optimizers and the sweep on CUDA (skipped without a GPU; CI is CPU-only).
+"""The GPU path: the train step, the optimizers, the sweep and tournaments on CUDA (skipped without a GPU; CI is CPU-only).
 
 ``bench/cuda_check.py`` runs the same checks and the GPU timings in one script.
 """
@@ -77,3 +77,29 @@ def test_the_sweep_on_the_gpu_equals_stacked_predict():
     grid = ef.alpha_grid("full_factorial", model.n_slots).cuda()
     expected = torch.stack([ef.predict(model, params, buffers, row, x) for row in grid])
     torch.testing.assert_close(ef.sweep(model, params, buffers, x, grid), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("vectorize", [None, False])
+def test_candidates_on_the_gpu_train_as_each_alone(vectorize):
+    registry = ef.default_registry()
+    model, params, buffers = ef.build_model(HOST, ["r0c0"], generator=torch.Generator().manual_seed(0), device="cuda")
+    names = ["conv_light", "norm", "conv_light"]
+    gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
+    state, _, _ = ef.advance(ef.germinate("r0c0", "candidates"), ef.Gates(permissive=True), S.TRAINING)
+    g = torch.Generator().manual_seed(3)
+    data = [to((torch.randn(16, 3, 16, 16, generator=g), torch.randint(0, 4, (16,), generator=g)), "cuda") for _ in range(3)]
+    optimizer = ef.optim.adamw(1e-3)
+
+    def train(m, p):
+        s = init_train_state(m, p, buffers, optimizer=optimizer, seeds={"r0c0": state})
+        for batch in data:
+            s, _ = train_step(m, s, batch, optimizer=optimizer, loss_fn=F.cross_entropy)
+        return s
+
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", registry, names, generators=gens, vectorize=vectorize)
+    together = ef.candidate_params(group_model, train(group_model, group_params).params, "r0c0")
+    for i, name in enumerate(names):
+        alone_model, alone_params = ef.add_seed(model, params, "r0c0", registry, name, generator=gens[i], stage=S.TRAINING)
+        alone = train(alone_model, alone_params).params["slots"]["r0c0"]["seed"]
+        for key, tensor in alone.items():
+            torch.testing.assert_close(together[i]["seed"][key], tensor, rtol=1e-3, atol=1e-4)

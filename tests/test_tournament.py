@@ -65,11 +65,16 @@ def _train(model: ef.Model, params, buffers, seeds, data, *, compile: bool = Fal
     return state
 
 
-def _check_exact(host, slot_id: str, blueprints: list[str], seeds: list[int], *, vectorize: bool, steps: int = 2, compile: bool = False) -> None:
+def _check_exact(
+    host, slot_id: str, blueprints: list[str | ef.Blueprint], seeds: list[int], *, vectorize: bool | None,
+    steps: int = 2, compile: bool = False, registry: ef.Registry = REG,
+) -> None:
+    """K candidates trained together equal each trained alone; the host equals the empty slot's."""
     model, params, buffers = ef.build_model(host, list(host.slot_ids), generator=torch.Generator().manual_seed(0))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     data = _data(host, steps, seed=sum(seeds))
-    group_model, group_params = ef.add_candidates(model, params, slot_id, REG, blueprints, generators=gens, vectorize=vectorize)
+    group_model, group_params = ef.add_candidates(model, params, slot_id, registry, blueprints, generators=gens,
+                                                  vectorize=vectorize)
     state = _training_state(slot_id, host.topology)
     together = _train(group_model, group_params, buffers, {slot_id: state}, data, compile=compile)
     empty = _train(model, params, buffers, {}, data)
@@ -80,15 +85,15 @@ def _check_exact(host, slot_id: str, blueprints: list[str], seeds: list[int], *,
     candidates = ef.candidate_params(group_model, together.params, slot_id)
     for i, blueprint in enumerate(blueprints):
         alone_model, alone_params = ef.add_seed(
-            model, params, slot_id, REG, blueprint, generator=gens[i], stage=SeedStage.TRAINING
+            model, params, slot_id, registry, blueprint, generator=gens[i], stage=SeedStage.TRAINING
         )
         alone = _train(alone_model, alone_params, buffers, {slot_id: state}, data)
         for name, tensor in alone.params["slots"][slot_id]["seed"].items():
             got = candidates[i]["seed"][name]
-            if vectorize:  # vmap's batched kernels round differently, at float rounding
-                torch.testing.assert_close(got, tensor, rtol=1e-4, atol=1e-5)
-            else:
+            if vectorize is False:
                 assert torch.equal(got, tensor), (i, blueprint, name)
+            else:  # vmap's batched kernels, or sums over micro-batches, round differently
+                torch.testing.assert_close(got, tensor, rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- exactness
@@ -102,6 +107,58 @@ def test_cnn_mixed_and_repeated_blueprints_train_as_alone(vectorize: bool) -> No
 @pytest.mark.parametrize("vectorize", [False, True])
 def test_transformer_candidates_train_as_alone(vectorize: bool) -> None:
     _check_exact(LM, LM.slot_ids[0], ["lora", "mlp_small", "lora"], [3, 4, 5], vectorize=vectorize)
+
+
+@pytest.fixture
+def micro_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Micro-batches of 3 samples on CPU; records how many pieces each candidate loop ran over."""
+    from esper_func import candidates
+
+    pieces: list[int] = []
+    original = candidates.CandidatesModule._micro_batches
+
+    def spy(self, group, seed_input, grad):
+        out = original(self, group, seed_input, grad)
+        pieces.append(len(out))
+        return out
+
+    monkeypatch.setattr(candidates, "MICRO_BATCH_BYTES", 3 * 8 * 16 * 16 * 4)  # 3 samples of r0c0's features
+    monkeypatch.setattr(candidates.CandidatesModule, "_micro_batches", spy)
+    return pieces
+
+
+def test_default_mode_on_cpu_incubates_over_micro_batches(micro_batches: list[int]) -> None:
+    _check_exact(CNN, "r0c0", ["conv_light", "norm", "conv_light", "depthwise"], [11, 12, 13, 14], vectorize=None)
+    assert micro_batches and set(micro_batches) == {3}  # batch 8 in pieces of 3, 3, 2
+
+
+def test_explicit_modes_never_split_the_batch(micro_batches: list[int]) -> None:
+    _check_exact(CNN, "r0c0", ["conv_light", "norm"], [1, 2], vectorize=False, steps=1)
+    assert set(micro_batches) == {1}
+
+
+class _BatchCentred(torch.nn.Module):
+    """A seed that reads statistics across the batch (not per sample)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.full((dim, 1, 1), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * (x - x.mean(0, keepdim=True)) ** 2
+
+
+def build_batch_centred(dim: int) -> torch.nn.Module:
+    return _BatchCentred(dim)
+
+
+def test_a_blueprint_not_declared_per_sample_is_never_split(micro_batches: list[int]) -> None:
+    coupled = ef.Blueprint("centred", "cnn", build_batch_centred, 8)
+    registry = REG.with_blueprint(coupled)
+    _check_exact(CNN, "r0c0", ["centred", "norm"], [1, 2], vectorize=None, steps=1, registry=registry)
+    assert micro_batches == [1, 3]  # its own loop on the whole batch (bit-exact), the built-in one split
+    with pytest.raises(ef.InvalidTypeError, match="per_sample must be a bool"):
+        ef.Blueprint("centred", "cnn", build_batch_centred, 8, per_sample=1)  # type: ignore[arg-type]
 
 
 def test_compiled_train_step_with_candidates() -> None:
@@ -158,6 +215,13 @@ def test_structure_round_trips_and_pickles(tmp_path: Path) -> None:
     group_model, group_params = ef.add_candidates(model, params, "r1c0", REG, ["conv_light", "norm", "conv_light"])
     assert model_from_dict(json.loads(json.dumps(model_to_dict(group_model))), REG) == group_model
     assert pickle.loads(pickle.dumps(group_model)) == group_model
+    for vectorize in (True, False):
+        explicit, _ = ef.add_candidates(model, params, "r1c0", REG, ["norm"], vectorize=vectorize)
+        assert model_from_dict(json.loads(json.dumps(model_to_dict(explicit))), REG).slot("r1c0").vectorize is vectorize
+    spec = model_to_dict(group_model)
+    spec["slots"][[e is not None and "candidates" in e for e in spec["slots"]].index(True)]["vectorize"] = "yes"
+    with pytest.raises(ef.CheckpointError, match="'vectorize' must be true, false or null; got 'yes'"):
+        model_from_dict(spec, REG)
     state = _train(group_model, group_params, buffers, {"r1c0": _training_state("r1c0", "cnn")}, _data(CNN, 1, 0))
     save_run(tmp_path / "run", group_model, state, LoopState())
     restored_model, restored, _ = load_run(tmp_path / "run", registry=REG).restore(OPT)
@@ -247,6 +311,27 @@ def test_scores_equal_predict_with_each_candidate_blending() -> None:
         torch.testing.assert_close(scores.accuracy[i], result.accuracy[0])
     base = ef.evaluate(model, params, buffers, val, torch.zeros(1, 4), loss_fn=F.cross_entropy)
     torch.testing.assert_close(scores.baseline_loss, base.loss[0])
+
+
+def test_max_batch_scores_in_chunks_with_the_same_result() -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0", "r1c0"])
+    model, params = ef.add_seed(model, params, "r1c0", REG, "conv_small", stage=SeedStage.BLENDING)
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["norm", "conv_light", "conv_light"])
+    trained = _train(group_model, group_params, buffers, {"r0c0": _training_state("r0c0", "cnn")}, _data(CNN, 2, 0))
+    states = {"r0c0": _training_state("r0c0", "cnn"), "r1c0": _training_state("r1c0", "cnn")}
+    val = _data(CNN, 2, 5, batch=10)
+    whole = ef.score_candidates(group_model, trained.params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy, alpha=0.5)
+    chunked = ef.score_candidates(group_model, trained.params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy,
+                                  alpha=0.5, max_batch=3)
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ef.InvalidArgumentError, match="max_batch must be a positive number"):
+            ef.score_candidates(group_model, trained.params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy,
+                                max_batch=bad)
+    with pytest.raises(ef.InvalidArgumentError, match="one row per input"):
+        ef.score_candidates(group_model, trained.params, buffers, states, "r0c0", [(val[0][0], val[0][1][:4])],
+                            loss_fn=F.cross_entropy, max_batch=3)
 
 
 def test_alpha_may_be_a_tensor_and_bad_alphas_are_refused() -> None:

@@ -269,12 +269,12 @@ def build_conv_heavy(dim: int, **unknown: Any) -> nn.Module:
 
 #: The built-in CNN blueprints, with esper-lite's names and parameter estimates.
 BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
-    Blueprint("noop", "cnn", build_noop, 0, "Identity; placeholder seed with no parameters"),
-    Blueprint("norm", "cnn", build_norm, 130, "GroupNorm refinement with a tanh-bounded mix"),
-    Blueprint("attention", "cnn", build_attention, 2000, "Squeeze-and-excitation channel gate"),
-    Blueprint("depthwise", "cnn", build_depthwise, 4800, "Depthwise-separable 3x3 conv, residual"),
-    Blueprint("bottleneck", "cnn", build_bottleneck, 4500, "1x1-3x3-1x1 bottleneck, residual"),
-    Blueprint("conv_small", "cnn", build_conv_small, 4200, "1x1 channel-mixing conv, residual"),
-    Blueprint("conv_light", "cnn", build_conv_light, 37000, "One 3x3 conv-GN-ReLU block, residual"),
-    Blueprint("conv_heavy", "cnn", build_conv_heavy, 74000, "Two 3x3 conv-GN-ReLU blocks, resid."),
+    Blueprint("noop", "cnn", build_noop, 0, "Identity; placeholder seed with no parameters", per_sample=True),
+    Blueprint("norm", "cnn", build_norm, 130, "GroupNorm refinement with a tanh-bounded mix", per_sample=True),
+    Blueprint("attention", "cnn", build_attention, 2000, "Squeeze-and-excitation channel gate", per_sample=True),
+    Blueprint("depthwise", "cnn", build_depthwise, 4800, "Depthwise-separable 3x3 conv, residual", per_sample=True),
+    Blueprint("bottleneck", "cnn", build_bottleneck, 4500, "1x1-3x3-1x1 bottleneck, residual", per_sample=True),
+    Blueprint("conv_small", "cnn", build_conv_small, 4200, "1x1 channel-mixing conv, residual", per_sample=True),
+    Blueprint("conv_light", "cnn", build_conv_light, 37000, "One 3x3 conv-GN-ReLU block, residual", per_sample=True),
+    Blueprint("conv_heavy", "cnn", build_conv_heavy, 74000, "Two 3x3 conv-GN-ReLU blocks, resid.", per_sample=True),
 )

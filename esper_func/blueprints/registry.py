@@ -75,6 +75,13 @@ class Blueprint:
             reproducible weights. Unknown keyword arguments raise ``TypeError``.
         param_estimate: esper-lite's rough parameter count, used to order blueprints.
         description: One line for humans.
+        per_sample: The seed maps every sample (every index of the first
+            dimension) on its own, with no statistics or attention across the
+            batch, so its parameter gradient over a batch is the sum of the
+            gradients over any split of it. Every built-in blueprint is; the default is
+            ``False`` because nothing can check it. Candidate groups
+            (:func:`esper_func.add_candidates`) use it to incubate over
+            micro-batches on CPU.
     """
 
     name: str
@@ -82,6 +89,7 @@ class Blueprint:
     build: Callable[..., nn.Module]
     param_estimate: int
     description: str = ""
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "topology", resolve_topology(self.topology))
@@ -100,6 +108,8 @@ class Blueprint:
                 f"blueprint {self.key!r}: param_estimate must be a non-negative int; "
                 f"got {self.param_estimate!r}"
             )
+        if not isinstance(self.per_sample, bool):
+            raise InvalidTypeError(f"blueprint {self.key!r}: per_sample must be a bool; got {self.per_sample!r}")
 
     @property
     def key(self) -> str:

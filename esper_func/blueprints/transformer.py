@@ -311,18 +311,19 @@ _T = "transformer"
 
 #: The built-in transformer blueprints, with esper-lite's names and parameter estimates.
 BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
-    Blueprint("noop", _T, build_noop, 0, "Identity; placeholder seed with no parameters"),
-    Blueprint("norm", _T, build_norm, 800, "LayerNorm refinement with a tanh-bounded mix"),
-    Blueprint("lora", _T, build_lora, 6000, "Low-rank residual adapter, rank 8"),
-    Blueprint("lora_large", _T, build_lora_large, 25000, "Low-rank residual adapter, rank 32"),
-    Blueprint("attention", _T, build_attention, 591000, "Extra causal self-attention, 4 heads"),
+    Blueprint("noop", _T, build_noop, 0, "Identity; placeholder seed with no parameters", per_sample=True),
+    Blueprint("norm", _T, build_norm, 800, "LayerNorm refinement with a tanh-bounded mix", per_sample=True),
+    Blueprint("lora", _T, build_lora, 6000, "Low-rank residual adapter, rank 8", per_sample=True),
+    Blueprint("lora_large", _T, build_lora_large, 25000, "Low-rank residual adapter, rank 32", per_sample=True),
+    Blueprint("attention", _T, build_attention, 591000, "Extra causal self-attention, 4 heads", per_sample=True),
     Blueprint(
         "flex_attention",
         _T,
         build_flex_attention,
         591000,
         "Extra causal self-attention, 4 heads, FlexAttention kernel where available",
+        per_sample=True,
     ),
-    Blueprint("mlp_small", _T, build_mlp_small, 591000, "Residual MLP, 2x expansion"),
-    Blueprint("mlp", _T, build_mlp, 1200000, "Residual MLP, 4x expansion"),
+    Blueprint("mlp_small", _T, build_mlp_small, 591000, "Residual MLP, 2x expansion", per_sample=True),
+    Blueprint("mlp", _T, build_mlp, 1200000, "Residual MLP, 4x expansion", per_sample=True),
 )
