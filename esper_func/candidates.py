@@ -83,8 +83,9 @@ class _Incubator(torch.autograd.Function):
         return (grad, None, None, *grads)
 
 
-#: With ``vectorize=None`` on CPU, candidates of per-sample blueprints are
-#: incubated over micro-batches whose seed input is at most this many bytes.
+#: On CPU (unless ``vectorize=False``), candidates of per-sample blueprints
+#: are incubated over micro-batches whose seed input is at most this many
+#: bytes (stacked over the candidates of a ``vmap``).
 #: Whole-batch activations (16 MiB for 32 channels at 32x32, batch 128) are
 #: handed back to the OS by the C allocator after every candidate and
 #: page-faulted in again by the next; micro-batches of this size are reused in
@@ -167,11 +168,17 @@ class CandidatesModule(nn.Module):
         return [t for group in range(len(self.seeds)) for t in self._stacked(group).values()]
 
     def _micro_batches(self, group: int, seed_input: Tensor, grad: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """``(seed input, upstream gradient)`` pieces a loop over ``group``'s candidates runs on."""
+        """``(seed input, upstream gradient)`` pieces ``group``'s candidates run on in the backward pass.
+
+        Micro-batches on CPU only, for per-sample blueprints, and never with
+        ``vectorize=False`` (the bit-exact mode); a ``vmap`` over ``n``
+        candidates gets ``n`` times smaller ones (its activations are
+        stacked).
+        """
         whole = [(seed_input, grad)]
-        if self.vectorize is not None or not self.per_sample[group] or seed_input.ndim == 0:
+        if self.vectorize is False or seed_input.device.type != "cpu" or not self.per_sample[group] or seed_input.ndim == 0:
             return whole
-        per_sample = seed_input[0].numel() * seed_input.element_size()
+        per_sample = seed_input[0].numel() * seed_input.element_size() * (self.counts[group] if self.vectorize else 1)
         size = max(1, MICRO_BATCH_BYTES // max(1, per_sample))
         if size >= seed_input.shape[0]:
             return whole
@@ -187,8 +194,8 @@ class CandidatesModule(nn.Module):
         blueprint's whole stack, vectorized) run one after another, so only
         one candidate's activations are alive at a time. Run one at a time
         on the whole batch, each candidate's gradient is bit for bit the one
-        a lone seed receives; over micro-batches (``vectorize=None`` on CPU,
-        per-sample blueprints) it is their sum, equal up to float rounding.
+        a lone seed receives; over micro-batches (:meth:`_micro_batches`) it
+        is their sum, equal up to float rounding.
         """
         vectorized = self._vectorized(seed_input)
         grads: list[Tensor | None] = []
@@ -218,17 +225,18 @@ class CandidatesModule(nn.Module):
                     return list(torch.autograd.grad(out, trained, cotangent.to(out.dtype).expand(out.shape),
                                                     allow_unused=True, materialize_grads=True))
 
+            pieces = self._micro_batches(group, seed_input, grad)
+
+            def summed(tensors: list[Tensor], vjp: Any = vjp, pieces: list[tuple[Tensor, Tensor]] = pieces) -> list[Tensor]:
+                total = vjp(tensors, *pieces[0])
+                for piece in pieces[1:]:
+                    total = [a + b for a, b in zip(total, vjp(tensors, *piece), strict=True)]
+                return total
+
             if vectorized:
-                per_param = vjp(stacked, seed_input, grad)
+                per_param = summed(stacked)
             else:
-                pieces = self._micro_batches(group, seed_input, grad)
-                rows = []
-                for j in range(self.counts[group]):
-                    row = [t[j] for t in stacked]
-                    total = vjp(row, *pieces[0])
-                    for piece in pieces[1:]:
-                        total = [a + b for a, b in zip(total, vjp(row, *piece), strict=True)]
-                    rows.append(total)
+                rows = [summed([t[j] for t in stacked]) for j in range(self.counts[group])]
                 per_param = [torch.stack(column) for column in zip(*rows, strict=True)]
             trained = iter(per_param)
             grads.extend(next(trained) if w else None for w in wanted)
@@ -296,18 +304,18 @@ class Candidates(Slot):
 
     Attributes:
         members: per candidate, its blueprint.
-        vectorize: how the candidates run in the backward pass. ``True``:
-            each blueprint's candidates as one ``vmap`` over their stacked
-            parameters (the model-ensembling pattern; ``vmap``'s batched
-            kernels may round differently from a lone seed's). ``False``: one
-            at a time on the whole batch, the kernels a lone seed runs, so
-            each candidate's numbers equal its solo run bit for bit. ``None``
-            (the default) picks the faster for the device: ``vmap`` on
-            accelerators; on CPU one at a time, and for
-            :attr:`~esper_func.Blueprint.per_sample` blueprints over
-            micro-batches of at most :data:`MICRO_BATCH_BYTES` of seed input
-            (gradients equal to the solo run's up to the rounding of their
-            sum over micro-batches).
+        vectorize: how the candidates run in the backward pass. ``False``:
+            one at a time on the whole batch, the kernels a lone seed runs,
+            so each candidate's numbers equal its solo run bit for bit.
+            ``True``: each blueprint's candidates as one ``vmap`` over their
+            stacked parameters (the model-ensembling pattern; ``vmap``'s
+            batched kernels may round differently). ``None`` (the default):
+            the faster for the device, ``vmap`` on accelerators and one at a
+            time on CPU. On CPU, except with ``False``, candidates of
+            :attr:`~esper_func.Blueprint.per_sample` blueprints run over
+            micro-batches of at most :data:`MICRO_BATCH_BYTES` of (stacked)
+            seed input; their gradients then equal the solo run's up to the
+            rounding of the sum over micro-batches.
     """
 
     members: tuple[Blueprint, ...] = ()

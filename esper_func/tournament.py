@@ -477,12 +477,13 @@ def select_candidate(
     (:func:`score_candidates` on ``batches``): the lower validation loss
     wins, ties go to the larger contribution (accuracy with it minus
     accuracy without it, in percentage points), then to the lower index.
-    The default ``alpha`` is where the winner's blend ramp stands after its
-    first BLENDING epoch (``1 / state.blend_tempo_epochs``): incubation
+    The default ``alpha``, ``1 / state.blend_tempo_epochs``, is where a
+    linear blend ramp stands after its first BLENDING epoch: incubation
     trains each candidate on the host's gradient as if added, a first-order
     objective, so a small alpha measures what each has learned, where a
     full blend of a seed that never saw its own effect mostly measures its
-    overshoot. Each candidate is also checked against gate G2 as it would
+    overshoot. (The default sigmoid ramp starts lower, 0.024 at tempo 5;
+    scored there, digits tournaments chose worse: docs/tournament.md.) Each candidate is also checked against gate G2 as it would
     face it: the slot's state with the candidate's blueprint, parameter
     count and gradient telemetry (measured on the first batch, eval mode, as
     :func:`esper_func.record_gradients` records it). The winner is the

@@ -132,9 +132,15 @@ def test_default_mode_on_cpu_incubates_over_micro_batches(micro_batches: list[in
     assert micro_batches and set(micro_batches) == {3}  # batch 8 in pieces of 3, 3, 2
 
 
-def test_explicit_modes_never_split_the_batch(micro_batches: list[int]) -> None:
+def test_the_bit_exact_mode_never_splits_the_batch(micro_batches: list[int]) -> None:
     _check_exact(CNN, "r0c0", ["conv_light", "norm"], [1, 2], vectorize=False, steps=1)
     assert set(micro_batches) == {1}
+
+
+def test_vmap_on_cpu_splits_the_batch_by_the_stacked_size(micro_batches: list[int]) -> None:
+    # 3 samples' worth of bytes: a vmap over 2 candidates gets micro-batches of 1, a lone one of 3
+    _check_exact(CNN, "r0c0", ["conv_light", "norm", "conv_light"], [1, 2, 3], vectorize=True, steps=1)
+    assert micro_batches == [8, 3]
 
 
 class _BatchCentred(torch.nn.Module):
