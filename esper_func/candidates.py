@@ -63,9 +63,9 @@ class _Incubator(torch.autograd.Function):
     gradient of its parameters under the upstream gradient of ``h``. So the
     forward only keeps the detached seed input, and the backward hands ``h``
     its gradient unchanged and computes each candidate's parameter gradient,
-    one candidate (or one ``vmap`` of a blueprint's candidates) at a time:
-    the same kernels on the same values as the candidate alone in the
-    forward pass, while only one candidate's activations are alive at once.
+    one candidate (or one ``vmap`` of a blueprint's candidates) at a time,
+    so only one candidate's activations are alive at once
+    (:meth:`CandidatesModule.parameter_grads`).
     """
 
     @staticmethod

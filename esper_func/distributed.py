@@ -58,7 +58,8 @@ class StructureMismatchError(EsperFuncError, RuntimeError):
 def structure_digest(model: Model, registry: Registry, extra: Mapping[str, Any] | None = None) -> str:
     """SHA-256 of the static structure: the model, the registry's blueprints and ``extra``."""
     blueprints = [
-        [key, bp.param_estimate, f"{bp.build.__module__}.{bp.build.__qualname__}"] for key, bp in sorted(registry.items())
+        [key, bp.param_estimate, f"{bp.build.__module__}.{bp.build.__qualname__}", bp.per_sample]
+        for key, bp in sorted(registry.items())
     ]
     body = {"model": model_to_dict(model), "registry": blueprints, "extra": dict(extra or {})}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

@@ -355,8 +355,9 @@ def score_candidates(
 ) -> CandidateScores:
     """Score every candidate of ``slot_id`` blended in at ``alpha``, in one sweep per batch; pure, eval mode.
 
-    Per batch the host runs once up to the slot, each blueprint's candidates
-    run as one ``vmap``, and the rest of the model runs once on the ``1 + K``
+    Per batch the host runs once up to the slot, the candidates run there
+    (one ``vmap`` per blueprint or one at a time, as the group's
+    ``vectorize`` says), and the rest of the model runs once on the ``1 + K``
     branches (the slot off, then each candidate blended with the slot's
     algorithm). The other slots blend at their states' alphas
     (:func:`esper_func.alphas_of`). Branch ``i`` equals

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
@@ -132,6 +133,9 @@ def test_digests_depend_on_structure_and_bytes() -> None:
     assert distributed.structure_digest(model, registry) != distributed.structure_digest(
         model, registry.without("cnn", "noop")
     )
+    light = registry.get("cnn", "conv_light")
+    not_per_sample = registry.without("cnn", "conv_light").with_blueprint(dataclasses.replace(light, per_sample=False))
+    assert distributed.structure_digest(model, registry) != distributed.structure_digest(model, not_per_sample)
     nudged = {"host": {**params["host"]}, "slots": {}}
     key = next(iter(nudged["host"]))
     nudged["host"][key] = params["host"][key].clone()

@@ -78,10 +78,10 @@ class Blueprint:
         per_sample: The seed maps every sample (every index of the first
             dimension) on its own, with no statistics or attention across the
             batch, so its parameter gradient over a batch is the sum of the
-            gradients over any split of it. Every built-in blueprint is; the default is
-            ``False`` because nothing can check it. Candidate groups
-            (:func:`esper_func.add_candidates`) use it to incubate over
-            micro-batches on CPU.
+            gradients over any split of it. Every built-in blueprint is; the
+            default is ``False`` because nothing can check it. Candidate
+            groups (:func:`esper_func.add_candidates`) use it to incubate
+            over micro-batches on CPU.
     """
 
     name: str
