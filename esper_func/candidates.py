@@ -23,15 +23,16 @@ winner) live in :mod:`esper_func.tournament`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.func import functional_call, vmap
 
 from esper_func._skeleton import Skeleton, on_meta
@@ -65,21 +66,36 @@ class _Incubator(torch.autograd.Function):
     its gradient unchanged and computes each candidate's parameter gradient,
     one candidate (or one ``vmap`` of a blueprint's candidates) at a time,
     so only one candidate's activations are alive at once
-    (:meth:`CandidatesModule.parameter_grads`).
+    (:meth:`CandidatesModule.parameter_grads`). The candidates run again
+    under the forward's autocast state, and with ``create_graph=True`` the
+    gradients stay differentiable (second-order gradients are the plain
+    expression's).
     """
 
     @staticmethod
     def forward(ctx: Any, h: Tensor, seed_input: Tensor, module: CandidatesModule, *params: Tensor) -> Tensor:
         ctx.module = module
+        ctx.thread = threading.get_ident()
         ctx.needs = tuple(p.requires_grad for p in params)
+        device = seed_input.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
+                        torch.is_autocast_cache_enabled())
         ctx.save_for_backward(seed_input, *params)
         return h.clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         seed_input, *params = ctx.saved_tensors
-        grads = ctx.module.parameter_grads(seed_input, params, ctx.needs, grad)
+        module = ctx.module
+        if threading.get_ident() != ctx.thread:
+            # functional_call swaps tensors into the forward thread's modules, which that thread may be using.
+            module = copy.deepcopy(module)
+        device, enabled, dtype, cache = ctx.autocast
+        unchanged = torch.is_autocast_enabled(device) == enabled and (not enabled or torch.get_autocast_dtype(device) == dtype)
+        autocast = contextlib.nullcontext() if unchanged else torch.autocast(device, dtype=dtype, enabled=enabled,
+                                                                               cache_enabled=cache)
+        with autocast:
+            grads = module.parameter_grads(seed_input, params, ctx.needs, grad)
         return (grad, None, None, *grads)
 
 
@@ -107,6 +123,9 @@ class CandidatesModule(nn.Module):
 
     ``groups`` holds, per blueprint, ``(name, per-candidate seed skeleton,
     count, per_sample)``; ``vectorize`` is :attr:`Candidates.vectorize`.
+    The seed skeletons are not submodules and stay in eval mode: a
+    blueprint whose forward reads ``self.training`` (dropout) runs as in
+    eval mode while it is a candidate.
     """
 
     def __init__(
@@ -133,7 +152,13 @@ class CandidatesModule(nn.Module):
         return out
 
     def _vectorized(self, x: Tensor) -> bool:
-        """Whether a blueprint's candidates run as one ``vmap`` on ``x``'s device."""
+        """Whether a blueprint's candidates run as one ``vmap`` on ``x``'s device.
+
+        Never under autocast: ``vmap``'s batched kernels skip its casts, so a
+        ``vmap`` would see half-precision features with float32 weights.
+        """
+        if torch.is_autocast_enabled(x.device.type):
+            return False
         return self.vectorize if self.vectorize is not None else x.device.type != "cpu"
 
     def group_outputs(self, x: Tensor, *, stack: bool = True) -> list[Tensor]:
@@ -198,6 +223,7 @@ class CandidatesModule(nn.Module):
         is their sum, equal up to float rounding.
         """
         vectorized = self._vectorized(seed_input)
+        create_graph = torch.is_grad_enabled()  # a backward runs in grad mode only under create_graph=True
         grads: list[Tensor | None] = []
         offset = 0
         for group, seed in enumerate(self.seeds):
@@ -214,7 +240,8 @@ class CandidatesModule(nn.Module):
                 seed: nn.Module = seed, names: tuple[str, ...] = names, wanted: tuple[bool, ...] = wanted,
             ) -> list[Tensor]:
                 with torch.enable_grad():
-                    leaves = [t.detach().requires_grad_(w) for t, w in zip(tensors, wanted, strict=True)]
+                    # With create_graph the parameters themselves, so the gradients stay differentiable.
+                    leaves = tensors if create_graph else [t.detach().requires_grad_(w) for t, w in zip(tensors, wanted, strict=True)]
                     bound = dict(zip(names, leaves, strict=True))
 
                     def run(p: dict[str, Tensor]) -> Tensor:
@@ -223,7 +250,7 @@ class CandidatesModule(nn.Module):
                     out = vmap(run)(bound) if vectorized else run(bound)
                     trained = [t for t, w in zip(leaves, wanted, strict=True) if w]
                     return list(torch.autograd.grad(out, trained, cotangent.to(out.dtype).expand(out.shape),
-                                                    allow_unused=True, materialize_grads=True))
+                                                    allow_unused=True, materialize_grads=True, create_graph=create_graph))
 
             pieces = self._micro_batches(group, seed_input, grad)
 
@@ -258,8 +285,9 @@ class CandidatesModule(nn.Module):
         params = self._flat_params()
         if not torch.is_grad_enabled() or not any(p.requires_grad for p in params):
             return SeedFeatures(seed_input, x, None)  # nothing to train: no candidate can change the value
-        if torch.compiler.is_compiling():
-            # The plain expression (the compiler fuses it; Dynamo would instantiate the Function).
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            # The plain expression: the compiler fuses it (Dynamo would instantiate the Function),
+            # and torch.func transforms differentiate it (the Function is autograd-only).
             h = x
             for out in self.group_outputs(seed_input, stack=False):
                 if out.requires_grad:
@@ -311,7 +339,9 @@ class Candidates(Slot):
             stacked parameters (the model-ensembling pattern; ``vmap``'s
             batched kernels may round differently). ``None`` (the default):
             the faster for the device, ``vmap`` on accelerators and one at a
-            time on CPU. On CPU, except with ``False``, candidates of
+            time on CPU. Under ``torch.autocast`` they always run one at a
+            time (``vmap`` does not apply autocast's casts). On CPU, except
+            with ``False``, candidates of
             :attr:`~esper_func.Blueprint.per_sample` blueprints run over
             micro-batches of at most :data:`MICRO_BATCH_BYTES` of (stacked)
             seed input; their gradients then equal the solo run's up to the

@@ -208,10 +208,10 @@ def eval_runner(model: Model, module_cls: Callable[..., nn.Module]) -> Skeleton:
 # --------------------------------------------------------------------------- sweep
 
 
-def check_max_batch(max_batch: Any) -> None:
+def check_max_batch(max_batch: Any, name: str = "max_batch") -> None:
     """Raise :class:`InvalidArgumentError` unless ``max_batch`` is ``None`` or a positive int."""
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-        raise InvalidArgumentError(f"max_batch must be a positive number of samples or None, got {max_batch}")
+        raise InvalidArgumentError(f"{name} must be a positive int (samples) or None; got {max_batch!r}")
 
 
 def sweep(

@@ -60,7 +60,7 @@ from esper_func.batching import IGNORE_INDEX, for_epoch
 from esper_func.blueprints import Registry
 from esper_func.candidates import Candidates
 from esper_func.controller import Controller, HeuristicConfig, Observation, SlotView, heuristic
-from esper_func.counterfactual import flatten_tokens, grid_sums, sweep
+from esper_func.counterfactual import check_max_batch, flatten_tokens, grid_sums, sweep
 from esper_func.data import Dataset, batch_indices, batches
 from esper_func.errors import DTypeError, InvalidArgumentError, InvalidTypeError, ShapeError, TrainingDivergedError
 from esper_func.governor import (
@@ -179,6 +179,7 @@ class FitConfig:
                 f"batch_size={self.batch_size}, val_batch_size={self.val_batch_size}"
             )
         check_choice("FitConfig.task", self.task, TASKS)
+        check_max_batch(self.max_batch, "FitConfig.max_batch")
         check_int("FitConfig.tournament (candidates per germination)", self.tournament, minimum=1)
         check_int("FitConfig.tournament_patience", self.tournament_patience, minimum=0)
         if self.tournament > 1 and self.gates.min_blending_epochs < 1:

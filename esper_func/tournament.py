@@ -517,7 +517,8 @@ def select_candidate(
             no event (the tournament goes on; call again after more
             training) instead of keeping the best-scoring candidate.
         max_batch: bound on the samples scored at once (see
-            :func:`score_candidates`).
+            :func:`score_candidates`). The G2 telemetry's gradient pass runs
+            on the first batch whole, as a training step on it would.
 
     Returns:
         ``(model, params, states, events)``: new values; ``events`` is one

@@ -167,6 +167,99 @@ def test_a_blueprint_not_declared_per_sample_is_never_split(micro_batches: list[
         ef.Blueprint("centred", "cnn", build_batch_centred, 8, per_sample=1)  # type: ignore[arg-type]
 
 
+def _leaves(params):
+    return torch.utils._pytree.tree_map(lambda t: t.detach().clone().requires_grad_(), params)
+
+
+def _slot_leaves(params, slot_id: str) -> list[torch.Tensor]:
+    return [t for group in params["slots"][slot_id].values() for t in group.values()]
+
+
+def test_second_order_gradients_equal_the_lone_seeds() -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0"], generator=torch.Generator().manual_seed(0))
+    x, y = _data(CNN, 1, 3)[0]
+    gen = torch.Generator().manual_seed(7)
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light"], generators=[gen])
+    lone_model, lone_params = ef.add_seed(model, params, "r0c0", REG, "conv_light", generator=gen, stage=SeedStage.TRAINING)
+
+    def second_order(m, p):
+        q = _leaves(p)
+        leaves = list(q["host"].values()) + _slot_leaves(q, "r0c0")
+        loss = F.cross_entropy(ef.apply(m, q, buffers, torch.zeros(1), x, train=True)[0], y)
+        grads = torch.autograd.grad(loss, leaves, create_graph=True)
+        return torch.autograd.grad(sum((g**2).sum() for g in grads), leaves)
+
+    for a, b in zip(second_order(group_model, group_params), second_order(lone_model, lone_params), strict=True):
+        torch.testing.assert_close(a.reshape(b.shape), b, rtol=1e-4, atol=1e-6)
+
+
+def test_backwards_in_other_threads_equal_serial_ones() -> None:
+    import threading
+
+    model, params, buffers = ef.build_model(CNN, ["r0c0"], generator=torch.Generator().manual_seed(0))
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "norm"])
+    x, y = _data(CNN, 1, 3, batch=16)[0]
+
+    def graph(scale: float):
+        q = _leaves(group_params)
+        q["slots"]["r0c0"] = torch.utils._pytree.tree_map(lambda t: (t.detach() * scale).requires_grad_(), q["slots"]["r0c0"])
+        return F.cross_entropy(ef.apply(group_model, q, buffers, torch.zeros(1), x, train=True)[0], y), _slot_leaves(q, "r0c0")
+
+    serial = {s: torch.autograd.grad(*graph(s)) for s in (1.0, -3.0)}
+    def backward(graphs: dict, results: dict, s: float) -> None:
+        results[s] = torch.autograd.grad(*graphs[s])
+
+    for _ in range(5):  # forwards here, their backwards at once in two other threads
+        graphs: dict = {s: graph(s) for s in serial}
+        results: dict = {}
+        threads = [threading.Thread(target=backward, args=(graphs, results, s)) for s in serial]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s, expected in serial.items():
+            assert all(torch.equal(a, b) for a, b in zip(results[s], expected, strict=True))
+
+
+@pytest.mark.parametrize("vectorize", [None, True, False])
+def test_autocast_forward_with_backward_outside_it(vectorize: bool | None) -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0"], generator=torch.Generator().manual_seed(0))
+    x, y = _data(CNN, 1, 3)[0]
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "norm"], generators=gens,
+                                                  vectorize=vectorize)
+
+    def grads(m, p):
+        q = _leaves(p)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(ef.apply(m, q, buffers, torch.zeros(1), x, train=True)[0], y)
+        return torch.autograd.grad(loss, _slot_leaves(q, "r0c0"))  # outside autocast, as torch recommends
+
+    together = iter(grads(group_model, group_params))  # autocast makes every mode run one at a time
+    tree = {key: {n: next(together) for n in group} for key, group in group_params["slots"]["r0c0"].items()}
+    for i, name in enumerate(["conv_light", "norm"]):
+        lone_model, lone_params = ef.add_seed(model, params, "r0c0", REG, name, generator=gens[i], stage=SeedStage.TRAINING)
+        alone = dict(zip(lone_params["slots"]["r0c0"]["seed"], grads(lone_model, lone_params), strict=True))
+        own = group_model.slot("r0c0").unstack(tree, i)
+        assert own.keys() == alone.keys()
+        assert all(torch.equal(own[k], alone[k]) for k in own), name
+
+
+def test_torch_func_grad_differentiates_a_model_with_candidates() -> None:
+    model, params, buffers = ef.build_model(CNN, ["r0c0"], generator=torch.Generator().manual_seed(0))
+    group_model, group_params = ef.add_candidates(model, params, "r0c0", REG, ["conv_light", "norm"])
+    x, y = _data(CNN, 1, 3)[0]
+
+    def loss(p):
+        return F.cross_entropy(ef.apply(group_model, p, buffers, torch.zeros(1), x, train=True)[0], y)
+
+    functional = torch.func.grad(loss)(group_params)
+    q = _leaves(group_params)
+    eager = torch.autograd.grad(loss(q), torch.utils._pytree.tree_leaves(q))
+    for a, b in zip(torch.utils._pytree.tree_leaves(functional), eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_compiled_train_step_with_candidates() -> None:
     _check_exact(CNN, "r1c0", ["conv_small", "conv_small"], [1, 2], vectorize=True, steps=2, compile=True)
 
@@ -332,7 +425,7 @@ def test_max_batch_scores_in_chunks_with_the_same_result() -> None:
     for a, b in zip(whole, chunked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     for bad in (0, -2, 2.5, True):
-        with pytest.raises(ef.InvalidArgumentError, match="max_batch must be a positive number"):
+        with pytest.raises(ef.InvalidArgumentError, match=f"max_batch must be a positive int \\(samples\\) or None; got {bad!r}"):
             ef.score_candidates(group_model, trained.params, buffers, states, "r0c0", val, loss_fn=F.cross_entropy,
                                 max_batch=bad)
     with pytest.raises(ef.InvalidArgumentError, match="one row per input"):

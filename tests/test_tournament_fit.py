@@ -182,3 +182,10 @@ def test_a_group_whose_own_state_passes_g2_is_decided_not_advanced() -> None:
 def test_tournament_blueprints_must_be_a_list_or_tuple() -> None:
     with pytest.raises(ef.InvalidArgumentError, match="list or tuple"):
         FitConfig(epochs=1, tournament_blueprints={"norm", "conv_light"})  # a set's order depends on the hash seed
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
+def test_max_batch_must_be_a_positive_int_or_none(bad: object) -> None:
+    with pytest.raises(ef.InvalidArgumentError, match=r"FitConfig.max_batch must be a positive int \(samples\) or None"):
+        FitConfig(epochs=1, max_batch=bad)  # type: ignore[arg-type]
+    assert FitConfig(epochs=1, max_batch=4).max_batch == 4
