@@ -161,27 +161,33 @@ class CandidatesModule(nn.Module):
             return False
         return self.vectorize if self.vectorize is not None else x.device.type != "cpu"
 
+    def _call(self, group: int, params: dict[str, Tensor], x: Tensor, *, vectorized: bool) -> Tensor:
+        """``group``'s seed on ``x`` with ``params``: one candidate's, or (``vectorized``) the stack's under ``vmap``."""
+        seed = self.seeds[group]
+
+        def run(p: dict[str, Tensor]) -> Tensor:
+            return functional_call(seed, p, (x,), strict=True, tie_weights=False)
+
+        return vmap(run)(params) if vectorized else run(params)
+
     def group_outputs(self, x: Tensor, *, stack: bool = True) -> list[Tensor]:
         """Per blueprint group, the candidates' outputs ``[n, *x.shape]`` on ``x`` (as given).
 
         ``stack=False`` when candidates run one at a time: one output per
         candidate instead (no stacking copy).
         """
+        vectorized = self._vectorized(x)
         outputs = []
         for group, seed in enumerate(self.seeds):
             stacked = self._stacked(group)
             if not stacked:  # a tensor-free blueprint (noop): every candidate computes the same thing
                 out = seed(x)
                 outputs.append(out.unsqueeze(0).expand(self.counts[group], *out.shape))
-                continue
-
-            def run(p: dict[str, Tensor], seed: nn.Module = seed) -> Tensor:
-                return functional_call(seed, p, (x,), strict=True, tie_weights=False)
-
-            if self._vectorized(x):
-                outputs.append(vmap(run)(stacked))
+            elif vectorized:
+                outputs.append(self._call(group, stacked, x, vectorized=True))
             else:  # one candidate at a time: the very kernels a lone seed runs
-                rows = [run({n: t[j] for n, t in stacked.items()}) for j in range(self.counts[group])]
+                rows = [self._call(group, {n: t[j] for n, t in stacked.items()}, x, vectorized=False)
+                        for j in range(self.counts[group])]
                 if stack:
                     outputs.append(torch.stack(rows))
                 else:
@@ -192,7 +198,9 @@ class CandidatesModule(nn.Module):
         """Every stacked parameter, group by group in :attr:`names` order (the incubator's inputs)."""
         return [t for group in range(len(self.seeds)) for t in self._stacked(group).values()]
 
-    def _micro_batches(self, group: int, seed_input: Tensor, grad: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def _micro_batches(
+        self, group: int, seed_input: Tensor, grad: Tensor, *, vectorized: bool
+    ) -> list[tuple[Tensor, Tensor]]:
         """``(seed input, upstream gradient)`` pieces ``group``'s candidates run on in the backward pass.
 
         Micro-batches on CPU only, for per-sample blueprints, and never with
@@ -203,11 +211,33 @@ class CandidatesModule(nn.Module):
         whole = [(seed_input, grad)]
         if self.vectorize is False or seed_input.device.type != "cpu" or not self.per_sample[group] or seed_input.ndim == 0:
             return whole
-        per_sample = seed_input[0].numel() * seed_input.element_size() * (self.counts[group] if self.vectorize else 1)
+        per_sample = seed_input[0].numel() * seed_input.element_size() * (self.counts[group] if vectorized else 1)
         size = max(1, MICRO_BATCH_BYTES // max(1, per_sample))
         if size >= seed_input.shape[0]:
             return whole
         return list(zip(seed_input.split(size), grad.split(size), strict=True))
+
+    def _vjp(
+        self, group: int, tensors: list[Tensor], wanted: tuple[bool, ...], pieces: list[tuple[Tensor, Tensor]],
+        *, vectorized: bool, create_graph: bool,
+    ) -> list[Tensor]:
+        """Gradients of the ``wanted`` ``tensors`` (``group``'s parameters, in :attr:`names` order) summed over ``pieces``.
+
+        With ``create_graph`` the gradients are taken through ``tensors``
+        themselves, so they stay differentiable; otherwise through detached
+        copies.
+        """
+        with torch.enable_grad():
+            leaves = tensors if create_graph else [t.detach().requires_grad_(w) for t, w in zip(tensors, wanted, strict=True)]
+            trained = [t for t, w in zip(leaves, wanted, strict=True) if w]
+            bound = dict(zip(self.names[group], leaves, strict=True))
+            total: list[Tensor] = []
+            for x, cotangent in pieces:
+                out = self._call(group, bound, x, vectorized=vectorized)
+                part = torch.autograd.grad(out, trained, cotangent.to(out.dtype).expand(out.shape), allow_unused=True,
+                                           materialize_grads=True, create_graph=create_graph)
+                total = list(part) if not total else [a + b for a, b in zip(total, part, strict=True)]
+            return total
 
     def parameter_grads(
         self, seed_input: Tensor, params: list[Tensor], needs: tuple[bool, ...], grad: Tensor
@@ -226,44 +256,18 @@ class CandidatesModule(nn.Module):
         create_graph = torch.is_grad_enabled()  # a backward runs in grad mode only under create_graph=True
         grads: list[Tensor | None] = []
         offset = 0
-        for group, seed in enumerate(self.seeds):
-            names = self.names[group]
-            stacked = params[offset:offset + len(names)]
-            wanted = needs[offset:offset + len(names)]
+        for group, names in enumerate(self.names):
+            stacked, wanted = params[offset:offset + len(names)], needs[offset:offset + len(names)]
             offset += len(names)
             if not any(wanted):
                 grads.extend(None for _ in names)
                 continue
-
-            def vjp(
-                tensors: list[Tensor], x: Tensor, cotangent: Tensor,
-                seed: nn.Module = seed, names: tuple[str, ...] = names, wanted: tuple[bool, ...] = wanted,
-            ) -> list[Tensor]:
-                with torch.enable_grad():
-                    # With create_graph the parameters themselves, so the gradients stay differentiable.
-                    leaves = tensors if create_graph else [t.detach().requires_grad_(w) for t, w in zip(tensors, wanted, strict=True)]
-                    bound = dict(zip(names, leaves, strict=True))
-
-                    def run(p: dict[str, Tensor]) -> Tensor:
-                        return functional_call(seed, p, (x,), strict=True, tie_weights=False)
-
-                    out = vmap(run)(bound) if vectorized else run(bound)
-                    trained = [t for t, w in zip(leaves, wanted, strict=True) if w]
-                    return list(torch.autograd.grad(out, trained, cotangent.to(out.dtype).expand(out.shape),
-                                                    allow_unused=True, materialize_grads=True, create_graph=create_graph))
-
-            pieces = self._micro_batches(group, seed_input, grad)
-
-            def summed(tensors: list[Tensor], vjp: Any = vjp, pieces: list[tuple[Tensor, Tensor]] = pieces) -> list[Tensor]:
-                total = vjp(tensors, *pieces[0])
-                for piece in pieces[1:]:
-                    total = [a + b for a, b in zip(total, vjp(tensors, *piece), strict=True)]
-                return total
-
+            pieces = self._micro_batches(group, seed_input, grad, vectorized=vectorized)
+            mode = {"vectorized": vectorized, "create_graph": create_graph}
             if vectorized:
-                per_param = summed(stacked)
+                per_param = self._vjp(group, stacked, wanted, pieces, **mode)
             else:
-                rows = [summed([t[j] for t in stacked]) for j in range(self.counts[group])]
+                rows = [self._vjp(group, [t[j] for t in stacked], wanted, pieces, **mode) for j in range(self.counts[group])]
                 per_param = [torch.stack(column) for column in zip(*rows, strict=True)]
             trained = iter(per_param)
             grads.extend(next(trained) if w else None for w in wanted)

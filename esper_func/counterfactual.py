@@ -204,7 +204,6 @@ def eval_runner(model: Model, module_cls: Callable[..., nn.Module]) -> Skeleton:
     return cast(Skeleton, runner)
 
 
-
 # --------------------------------------------------------------------------- sweep
 
 

@@ -510,10 +510,10 @@ def _tournament_phase(
         batches = (_check_batch(b, config.task, f"validation batch {i} of epoch {epoch}") for i, b in enumerate(val()))
         chosen, params, states, decided = select_candidate(
             model, state.params, state.buffers, states, slot_id, batches, gates=config.gates, loss_fn=loss_fn,
-            # Never wait while the group's own state would pass G2: the controller or step_epoch
-            # could then move a slot still holding candidates to BLENDING.
             reducer=reducer,
             max_batch=config.max_batch,
+            # Never wait while the group's own state would pass G2: the controller or step_epoch
+            # could then move a slot still holding candidates to BLENDING.
             wait_for_gate=incubated < config.gates.min_blending_epochs + config.tournament_patience
             and not check_gate(config.gates, seed_state, SeedStage.BLENDING).passed,
         )

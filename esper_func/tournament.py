@@ -384,11 +384,11 @@ def score_candidates(
     device = next(iter(flat.values())).device if flat else torch.device("cpu")
     # [loss sums (1 + K), correct counts (1 + K), target count]: one vector, one collective.
     totals = torch.zeros(2 * (1 + group.k) + 1, dtype=torch.float64, device=device)
+    alphas = alphas_of(model, states, device=device)
+    a = torch.tensor(value, dtype=torch.float32, device=device)
     with torch.no_grad():
         for x, y in batches:
             check_input(model, params, x)
-            alphas = alphas_of(model, states, device=x.device)
-            a = torch.tensor(value, dtype=torch.float32, device=x.device)
             pieces = [(x, y)]
             if max_batch is not None and x.shape[0] > max_batch:
                 if not isinstance(y, Tensor) or y.shape[:1] != x.shape[:1]:
@@ -484,7 +484,8 @@ def select_candidate(
     objective, so a small alpha measures what each has learned, where a
     full blend of a seed that never saw its own effect mostly measures its
     overshoot. (The default sigmoid ramp starts lower, 0.024 at tempo 5;
-    scored there, digits tournaments chose worse: docs/tournament.md.) Each candidate is also checked against gate G2 as it would
+    scored there, digits tournaments chose worse: docs/tournament.md.)
+    Each candidate is also checked against gate G2 as it would
     face it: the slot's state with the candidate's blueprint, parameter
     count and gradient telemetry (measured on the first batch, eval mode, as
     :func:`esper_func.record_gradients` records it). The winner is the

@@ -117,8 +117,8 @@ def micro_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     pieces: list[int] = []
     original = candidates.CandidatesModule._micro_batches
 
-    def spy(self, group, seed_input, grad):
-        out = original(self, group, seed_input, grad)
+    def spy(self, group, seed_input, grad, **mode):
+        out = original(self, group, seed_input, grad, **mode)
         pieces.append(len(out))
         return out
 
